@@ -1,0 +1,163 @@
+//! [`HealthStatus`] and [`ComponentHealth`]: the answer to "can this pipeline
+//! serve right now?", as plain data.
+//!
+//! The rules that *fill* these types (thresholds, verdicts, reasons) live in
+//! `embeddings-health`; here are only the types and the questions that can be
+//! answered from the data alone.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ModelId;
+
+/// Whether each pipeline component is operational.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentHealth {
+    /// The model registry loaded its slots and can hand them out.
+    pub model_registry: bool,
+    /// The batch processor's queue and workers are running.
+    pub batch_processor: bool,
+    /// The fusion stage (FuseMoE) is ready.
+    pub fusemoe: bool,
+    /// The embedding cache is usable.
+    pub cache_manager: bool,
+    /// A GPU device is usable.
+    pub gpu_available: bool,
+    /// Whether this deployment expects a GPU. A CPU deployment
+    /// (`gpu_required == false`) without a GPU is not unhealthy.
+    /// Absent in JSON means `false`.
+    #[serde(default)]
+    pub gpu_required: bool,
+}
+
+impl ComponentHealth {
+    /// The component names reported by
+    /// [`HealthStatus::unhealthy_components`], in report order.
+    pub const NAMES: [&'static str; 5] =
+        ["model_registry", "batch_processor", "fusemoe", "cache_manager", "gpu"];
+
+    /// Every component operational; `gpu_required` as given.
+    #[must_use]
+    pub const fn all_up(gpu_required: bool) -> Self {
+        Self {
+            model_registry: true,
+            batch_processor: true,
+            fusemoe: true,
+            cache_manager: true,
+            gpu_available: gpu_required,
+            gpu_required,
+        }
+    }
+
+    /// Whether the GPU requirement is met: no GPU needed, or one is available.
+    #[must_use]
+    pub const fn gpu_ok(&self) -> bool {
+        !self.gpu_required || self.gpu_available
+    }
+}
+
+/// The health of the pipeline at one moment (the reference spec's contract,
+/// plus nothing: every field here is from the spec).
+///
+/// ```
+/// use embeddings_types::{ComponentHealth, HealthStatus, ModelId};
+/// let mut status = HealthStatus::new();
+/// assert!(!status.is_minimum_viable());
+/// status.models_loaded = ModelId::ALL.to_vec();
+/// status.components = ComponentHealth::all_up(false);
+/// status.healthy = true;
+/// assert!(status.is_minimum_viable());
+/// assert!(status.is_fully_healthy());
+/// status.components.cache_manager = false;
+/// assert_eq!(status.unhealthy_components(), vec!["cache_manager"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// The overall verdict: `true` for a healthy or degraded pipeline that
+    /// can serve, as decided by `embeddings-health`.
+    pub healthy: bool,
+    /// Slots whose model is loaded, in index order.
+    pub models_loaded: Vec<ModelId>,
+    /// Slots whose model failed to load, in index order.
+    pub models_failed: Vec<ModelId>,
+    /// GPU memory in use, bytes (0 when no GPU is read).
+    pub gpu_memory_used: usize,
+    /// GPU memory available in total, bytes (0 when no GPU is read).
+    pub gpu_memory_available: usize,
+    /// Entries in the embedding cache.
+    pub cache_size: usize,
+    /// Bytes held by the embedding cache.
+    pub cache_memory_bytes: usize,
+    /// Time since the pipeline started; serialized as seconds.
+    #[serde(with = "crate::duration")]
+    pub uptime: Duration,
+    /// When the last embedding was produced successfully.
+    pub last_embed_time: Option<DateTime<Utc>>,
+    /// Errors per minute over the recent window.
+    pub error_rate: f64,
+    /// Per-component state.
+    pub components: ComponentHealth,
+}
+
+impl Default for HealthStatus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthStatus {
+    /// A status with nothing loaded and nothing running: not healthy, not
+    /// viable. Evaluation fills it in.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            healthy: false,
+            models_loaded: Vec::new(),
+            models_failed: Vec::new(),
+            gpu_memory_used: 0,
+            gpu_memory_available: 0,
+            cache_size: 0,
+            cache_memory_bytes: 0,
+            uptime: Duration::ZERO,
+            last_embed_time: None,
+            error_rate: 0.0,
+            components: ComponentHealth::default(),
+        }
+    }
+
+    /// Everything is up: the verdict is healthy, all twelve slots are loaded,
+    /// none failed, and no component is down.
+    #[must_use]
+    pub fn is_fully_healthy(&self) -> bool {
+        self.healthy
+            && self.models_failed.is_empty()
+            && ModelId::ALL.iter().all(|m| self.models_loaded.contains(m))
+            && self.unhealthy_components().is_empty()
+    }
+
+    /// Names of the components that are down, from [`ComponentHealth::NAMES`],
+    /// in that order. `"gpu"` is listed only when a GPU is required and missing.
+    #[must_use]
+    pub fn unhealthy_components(&self) -> Vec<&'static str> {
+        let c = &self.components;
+        let up = [c.model_registry, c.batch_processor, c.fusemoe, c.cache_manager, c.gpu_ok()];
+        ComponentHealth::NAMES
+            .iter()
+            .zip(up)
+            .filter(|(_, up)| !up)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// Whether the pipeline can still produce embeddings at all: the model
+    /// registry and batch processor are up, at least one slot is loaded, and
+    /// a required GPU is present. The cache and fusion are not needed for
+    /// per-slot embeddings.
+    #[must_use]
+    pub fn is_minimum_viable(&self) -> bool {
+        let c = &self.components;
+        c.model_registry && c.batch_processor && c.gpu_ok() && !self.models_loaded.is_empty()
+    }
+}
