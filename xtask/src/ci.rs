@@ -1,0 +1,46 @@
+//! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
+
+use std::process::Command;
+use std::time::Instant;
+
+use crate::{Result, project_root, tools};
+
+/// Runs the CI sequence from the workspace root.
+pub(crate) fn run() -> Result {
+    let started = Instant::now();
+    let root = project_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+
+    let step = |name: &str, args: &[&str], env: &[(&str, &str)]| -> Result {
+        println!("\n==> xtask ci: {name}: cargo {}", args.join(" "));
+        let t = Instant::now();
+        let status = Command::new(&cargo)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(&root)
+            .status()
+            .map_err(|e| format!("{name}: could not start cargo: {e}"))?;
+        println!("==> xtask ci: {name}: {status} in {:.1?}", t.elapsed());
+        if status.success() { Ok(()) } else { Err(format!("{name} failed ({status})")) }
+    };
+
+    step("fmt", &["fmt", "--all", "--", "--check"], &[])?;
+    step("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+
+    // The exposition tests run the real Prometheus parser.
+    let promtool = tools::ensure_promtool()?;
+    let promtool = promtool.to_string_lossy().into_owned();
+
+    step("test", &["test", "--workspace"], &[("EMBEDDINGS_PROMTOOL", &promtool)])?;
+    step("doc", &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    step("no-default-features", &["build", "--workspace", "--no-default-features"], &[])?;
+
+    if tools::which("nvcc").is_some() {
+        step("cuda", &["check", "--workspace", "--features", "embeddings-pipeline/cuda"], &[])?;
+    } else {
+        println!("\n==> xtask ci: cuda: skipped (nvcc not found; the `cuda` feature is checked on a machine with the CUDA toolkit)");
+    }
+
+    println!("\n==> xtask ci: all green in {:.1?}", started.elapsed());
+    Ok(())
+}
