@@ -1,1 +1,84 @@
-//! placeholder
+//! Lock-free metrics for the embeddings pipeline: counters, gauges, latency histograms, windowed rates, and Prometheus / OpenMetrics text.
+//!
+//! - [`PipelineMetrics`]: the recorder. Every `record_*` method takes `&self`,
+//!   is lock-free, never panics and never produces NaN; [`snapshot`](PipelineMetrics::snapshot)
+//!   copies everything into an [`embeddings_types::MetricsSnapshot`];
+//!   [`render_prometheus`](PipelineMetrics::render_prometheus) and
+//!   [`render_openmetrics`](PipelineMetrics::render_openmetrics) serve a scrape.
+//! - [`Histogram`] / [`HistogramCounts`]: the log-linear histogram behind every
+//!   latency figure (≤ 0.78 % quantile error by default), mergeable.
+//! - [`MetricsConfig`] and [`MetricsError`]: tunables (EMA alpha, precision,
+//!   exported bounds, name prefix, constant labels), validated with a typed error.
+//! - [`Clock`] / [`ManualClock`]: the time source of windowed rates; tests
+//!   move a manual clock instead of sleeping.
+//! - [`global`], [`set_global`], [`reset_global`]: an optional process-wide
+//!   recorder.
+//! - [`MemoryGauge`], [`InFlightGuard`], [`Format`]: gauges and exposition helpers.
+//!
+//! ```
+//! use embeddings_metrics::{PipelineMetrics, PROMETHEUS_CONTENT_TYPE};
+//! use embeddings_types::{ErrorKind, ModelId, Stage};
+//!
+//! let metrics = PipelineMetrics::new();
+//! metrics.record_cache_miss();
+//! metrics.record_stage(Stage::Inference, 1_800);
+//! metrics.record_model_request(ModelId::Semantic);
+//! metrics.record_model_latency(ModelId::Semantic, 1_700);
+//! metrics.record_embedding(2_000);
+//! metrics.record_model_failure(ModelId::Code, ErrorKind::Timeout);
+//!
+//! let snap = metrics.snapshot();
+//! assert_eq!(snap.embeddings_generated, 1);
+//! assert_eq!(snap.avg_latency_us, 2_000);
+//! assert_eq!(snap.errors, 1);
+//! assert_eq!(snap.models[&ModelId::Code].timeouts, 1);
+//! assert_eq!(snap.cache_hit_rate, 0.0);
+//!
+//! let body = metrics.render_prometheus();
+//! assert!(body.contains("embeddings_latency_seconds_bucket{le=\"0.002\"} 1\n"));
+//! assert!(PROMETHEUS_CONTENT_TYPE.starts_with("text/plain"));
+//! ```
+//!
+//! **Who should depend on this:** the pipeline (which records), the server
+//! (which serves `/metrics` and the JSON snapshot) and `embeddings-health`
+//! (which reads snapshots). **Who should not:** clients that only read the
+//! JSON — they need only `embeddings-types`. This crate does no I/O and knows
+//! nothing of models, tensors, async runtimes or HTTP.
+//!
+//! # Performance design
+//! Hot counters live in [`SHARDS`]-way striped, cache-padded blocks (a thread
+//! writes its own stripe; reads sum the stripes), so threads never share a
+//! cache line while recording. Histograms stripe the same way, derive `count`
+//! from their buckets, find the bucket with a `leading_zeros` bit trick, and
+//! touch min/max only when a value improves on them. Rendering writes straight
+//! into one pre-sized `String` with hand-rolled integer formatting.
+//!
+//! # Feature flags
+//! None.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod clock;
+mod config;
+mod ema;
+mod error;
+mod expose;
+mod gauges;
+mod global;
+pub mod histogram;
+mod pipeline;
+mod shard;
+mod window;
+
+pub use clock::{Clock, ManualClock};
+pub use config::{
+    DEFAULT_BATCH_SIZE_BOUNDS, DEFAULT_EMA_ALPHA, DEFAULT_LATENCY_BOUNDS_US, DEFAULT_PREFIX,
+    MAX_EXPORTED_BOUNDS, MetricsConfig,
+};
+pub use error::MetricsError;
+pub use expose::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, escape_label_value};
+pub use gauges::{InFlightGuard, MemoryGauge};
+pub use global::{global, reset_global, set_global};
+pub use histogram::{Histogram, HistogramCounts};
+pub use pipeline::PipelineMetrics;
+pub use shard::SHARDS;

@@ -1,0 +1,710 @@
+//! [`PipelineMetrics`]: the recorder.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use crossbeam_utils::CachePadded;
+use embeddings_types::{ErrorKind, MetricsSnapshot, ModelId, ModelSnapshot, Stage};
+
+use crate::MetricsError;
+use crate::clock::Clock;
+use crate::config::MetricsConfig;
+use crate::ema::Ema;
+use crate::gauges::{Gauges, InFlightGuard, MemoryGauge};
+use crate::histogram::{BoundIndex, Histogram, bound_index};
+use crate::shard::{self, SHARD_MASK, SHARDS};
+use crate::window::Window;
+
+const MODELS: usize = ModelId::COUNT;
+const KINDS: usize = ErrorKind::COUNT;
+const STAGES: usize = Stage::COUNT;
+const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// The counters one thread stripe owns. Threads write only their stripe;
+/// readers sum all stripes. Counters within a stripe may share cache lines —
+/// they are written by the same thread(s) — but stripes never do.
+#[derive(Debug)]
+pub(crate) struct CounterStripe {
+    pub(crate) embeddings: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
+    pub(crate) cache_evictions: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) batch_items: AtomicU64,
+    pub(crate) errors: [AtomicU64; KINDS],
+    pub(crate) model_requests: [AtomicU64; MODELS],
+    pub(crate) model_errors: [[AtomicU64; KINDS]; MODELS],
+    embedding_window: Window,
+    error_window: Window,
+}
+
+fn zeros<const N: usize>() -> [AtomicU64; N] {
+    std::array::from_fn(|_| AtomicU64::new(0))
+}
+
+impl CounterStripe {
+    fn new() -> Self {
+        Self {
+            embeddings: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            cache_evictions: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_items: AtomicU64::new(0),
+            errors: zeros(),
+            model_requests: zeros(),
+            model_errors: std::array::from_fn(|_| zeros()),
+            embedding_window: Window::new(),
+            error_window: Window::new(),
+        }
+    }
+
+    fn reset(&self) {
+        let scalars = [
+            &self.embeddings,
+            &self.cache_hits,
+            &self.cache_misses,
+            &self.cache_evictions,
+            &self.batches,
+            &self.batch_items,
+        ];
+        let arrays = self
+            .errors
+            .iter()
+            .chain(&self.model_requests)
+            .chain(self.model_errors.iter().flatten());
+        for cell in scalars.into_iter().chain(arrays) {
+            cell.store(0, Ordering::Relaxed);
+        }
+        self.embedding_window.reset();
+        self.error_window.reset();
+    }
+}
+
+/// Lifetime counter totals, summed over stripes.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) embeddings: u64,
+    pub(crate) cache_hits: u64,
+    pub(crate) cache_misses: u64,
+    pub(crate) cache_evictions: u64,
+    pub(crate) batches: u64,
+    pub(crate) batch_items: u64,
+    pub(crate) errors: [u64; KINDS],
+    pub(crate) model_requests: [u64; MODELS],
+    pub(crate) model_errors: [[u64; KINDS]; MODELS],
+}
+
+/// The windowed rates, read together.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rates {
+    pub(crate) uptime: Duration,
+    pub(crate) throughput: f64,
+    pub(crate) throughput_10s: f64,
+    pub(crate) throughput_60s: f64,
+    pub(crate) errors_per_minute: f64,
+}
+
+/// Lock-free metrics for the embedding pipeline: counters, gauges, latency
+/// histograms, moving averages and windowed rates, read out as a
+/// [`MetricsSnapshot`] or as Prometheus / OpenMetrics text.
+///
+/// Share it behind an `Arc` (or use [`global`](crate::global)). Every
+/// recording method takes `&self`, never blocks, never allocates after the
+/// first record into a histogram range, and never panics, whatever the input.
+///
+/// # Storage is private
+/// The reference spec showed public atomic fields. Here storage is private
+/// and read through methods and [`snapshot`](Self::snapshot), so the
+/// representation can serve the performance design: counters are striped per
+/// thread ([`CachePadded`] stripes, summed on read), latencies live in
+/// log-linear histograms, and per-model figures live in arrays indexed by
+/// [`ModelId::index`] (never a map on the recording path).
+///
+/// # Averages
+/// [`average_latency_us`](Self::average_latency_us) and the snapshot's
+/// `avg_latency_us` / `model_latencies` are exponential moving averages with
+/// weight [`MetricsConfig::ema_alpha`] (default 0.1) per sample, updated by a
+/// CAS loop on the `f64` bits so concurrent updates are never lost. The first
+/// sample sets the average. `mean_latency_us` is the exact lifetime mean
+/// (sum / count).
+///
+/// # Errors
+/// [`record_error`](Self::record_error), which carries no cause, counts as
+/// [`ErrorKind::Internal`], so `errors == sum(errors_by_kind)` always.
+/// [`record_model_failure`](Self::record_model_failure)`(m, k)` is the same as
+/// [`record_error_kind`](Self::record_error_kind)`(k, Some(m))`: a model's
+/// failure is also a pipeline error, so per model
+/// `failures == sum(errors_by_kind)`, `timeouts == errors_by_kind[Timeout]`,
+/// and the failures of all models are at most `errors`.
+///
+/// # Counter wrap
+/// Counters and histogram sums wrap at 2^64 like Prometheus counters
+/// (Prometheus' `rate()` reads the drop as a reset). At a million events a
+/// second a counter wraps after 584 000 years; a latency sum in µs, after
+/// ~584 000 years of summed latency.
+///
+/// # Reset
+/// [`reset`](Self::reset) zeroes every counter, histogram, average and rate
+/// window, restarts uptime, and restarts `queue_depth_max` from the current
+/// depth. It leaves the current-state gauges alone (queue depth, in flight,
+/// workers, memory figures): they describe the world, not the past.
+/// Each cell is zeroed atomically, but the reset as a whole is **not** atomic
+/// across cells: a record racing with a reset may survive it in part (for
+/// example counted in `embeddings_generated` but not in the latency
+/// histogram), and a snapshot racing with a reset may see some cells before
+/// and some after it. Once concurrent writers stop, totals are exact.
+///
+/// # Snapshots
+/// Reading never blocks writers: it loads every cell once. A snapshot taken
+/// during writes is not a consistent cut across cells (each value is exact at
+/// the moment it was read); one taken after writers stop is exact.
+#[derive(Debug)]
+pub struct PipelineMetrics {
+    pub(crate) config: MetricsConfig,
+    pub(crate) clock: Clock,
+    /// Clock reading (ns) at creation or the last reset.
+    start_nanos: AtomicU64,
+    pub(crate) stripes: Box<[CachePadded<CounterStripe>; SHARDS]>,
+    pub(crate) latency_ema: CachePadded<Ema>,
+    pub(crate) model_ema: [CachePadded<Ema>; MODELS],
+    pub(crate) latency: Histogram,
+    pub(crate) model_latency: [Histogram; MODELS],
+    pub(crate) stage_latency: [Histogram; STAGES],
+    pub(crate) batch_latency: Histogram,
+    pub(crate) batch_size: Histogram,
+    pub(crate) gauges: Gauges,
+    /// Bucket positions of the exported bounds, computed once.
+    pub(crate) latency_bound_index: Vec<BoundIndex>,
+    pub(crate) batch_bound_index: Vec<BoundIndex>,
+    /// The exported `le` texts, formatted once.
+    pub(crate) latency_le: Vec<String>,
+    pub(crate) batch_le: Vec<String>,
+    /// `name="value",` pairs of the constant labels, escaped once.
+    pub(crate) const_labels: String,
+    /// Length of the last rendering, to pre-size the next one.
+    pub(crate) render_hint: AtomicU64,
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PipelineMetrics {
+    /// A recorder with [`MetricsConfig::default`] and the monotonic clock.
+    #[must_use]
+    pub fn new() -> Self {
+        // The default config is valid (asserted in tests/recording.rs), so the
+        // unvalidated constructor is sound here and `new` stays infallible.
+        Self::build(MetricsConfig::default(), Clock::monotonic())
+    }
+
+    /// A recorder with `config`.
+    ///
+    /// # Errors
+    /// The config's validation error, if any (see [`MetricsConfig::validate`]).
+    pub fn with_config(config: MetricsConfig) -> Result<Self, MetricsError> {
+        Self::with_config_and_clock(config, Clock::monotonic())
+    }
+
+    /// A recorder with `config` reading time from `clock` (for example a
+    /// [`Clock::manual`] clock in tests).
+    ///
+    /// # Errors
+    /// The config's validation error, if any.
+    pub fn with_config_and_clock(
+        config: MetricsConfig,
+        clock: Clock,
+    ) -> Result<Self, MetricsError> {
+        config.validate()?;
+        Ok(Self::build(config, clock))
+    }
+
+    fn build(config: MetricsConfig, clock: Clock) -> Self {
+        let bits = config.histogram_precision_bits;
+        let histogram = || Histogram::with_bits(bits);
+        let start = clock.now_nanos();
+        let const_labels = crate::expose::render_const_labels(&config.const_labels);
+        Self {
+            latency_bound_index: config
+                .latency_bounds_us
+                .iter()
+                .map(|b| bound_index(*b, bits))
+                .collect(),
+            batch_bound_index: config
+                .batch_size_bounds
+                .iter()
+                .map(|b| bound_index(*b, bits))
+                .collect(),
+            latency_le: crate::expose::le_texts(&config.latency_bounds_us, true),
+            batch_le: crate::expose::le_texts(&config.batch_size_bounds, false),
+            config,
+            clock,
+            start_nanos: AtomicU64::new(start),
+            stripes: Box::new(std::array::from_fn(|_| {
+                CachePadded::new(CounterStripe::new())
+            })),
+            latency_ema: CachePadded::new(Ema::new()),
+            model_ema: std::array::from_fn(|_| CachePadded::new(Ema::new())),
+            latency: histogram(),
+            model_latency: std::array::from_fn(|_| histogram()),
+            stage_latency: std::array::from_fn(|_| histogram()),
+            batch_latency: histogram(),
+            batch_size: histogram(),
+            gauges: Gauges::new(),
+            const_labels,
+            render_hint: AtomicU64::new(0),
+        }
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &MetricsConfig {
+        &self.config
+    }
+
+    #[inline]
+    fn stripe(&self) -> &CounterStripe {
+        &self.stripes[shard::current() & SHARD_MASK]
+    }
+
+    #[inline]
+    fn now_second(&self) -> u64 {
+        self.clock.now_nanos() / NANOS_PER_SEC
+    }
+
+    // ----- the spec's contract -------------------------------------------
+
+    /// Records one embedding produced successfully in `latency_us` µs: counts
+    /// it (lifetime and windowed throughput), adds the latency to the latency
+    /// histogram, the exact mean and the moving average.
+    ///
+    /// Reads the clock once (for the windowed rates).
+    #[inline]
+    pub fn record_embedding(&self, latency_us: u64) {
+        let stripe = self.stripe();
+        stripe.embeddings.fetch_add(1, Ordering::Relaxed);
+        stripe.embedding_window.record(self.now_second());
+        self.latency.record(latency_us);
+        self.latency_ema.record(latency_us, self.config.ema_alpha);
+    }
+
+    /// Counts an embedding-cache hit.
+    #[inline]
+    pub fn record_cache_hit(&self) {
+        self.stripe().cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an embedding-cache miss.
+    #[inline]
+    pub fn record_cache_miss(&self) {
+        self.stripe().cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an error without a known cause, as [`ErrorKind::Internal`] (so
+    /// `errors == sum(errors_by_kind)`). Prefer
+    /// [`record_error_kind`](Self::record_error_kind).
+    #[inline]
+    pub fn record_error(&self) {
+        self.record_error_kind(ErrorKind::Internal, None);
+    }
+
+    /// Records `latency_us` µs spent by `model_id`: its histogram and moving
+    /// average. Does not count a request (see
+    /// [`record_model_request`](Self::record_model_request)).
+    #[inline]
+    pub fn record_model_latency(&self, model_id: ModelId, latency_us: u64) {
+        if let Some(h) = self.model_latency.get(model_id.index()) {
+            h.record(latency_us);
+        }
+        if let Some(ema) = self.model_ema.get(model_id.index()) {
+            ema.record(latency_us, self.config.ema_alpha);
+        }
+    }
+
+    /// Records a processed batch of `batch_size` items that took
+    /// `total_latency_us` µs: batch and item counters, the batch-size and
+    /// batch-latency histograms. Does not count embeddings (record those with
+    /// [`record_embedding`](Self::record_embedding)). Sizes beyond `u64`
+    /// saturate.
+    #[inline]
+    pub fn record_batch(&self, batch_size: usize, total_latency_us: u64) {
+        let size = u64::try_from(batch_size).unwrap_or(u64::MAX);
+        let stripe = self.stripe();
+        stripe.batches.fetch_add(1, Ordering::Relaxed);
+        stripe.batch_items.fetch_add(size, Ordering::Relaxed);
+        self.batch_size.record(size);
+        self.batch_latency.record(total_latency_us);
+    }
+
+    /// `hits / (hits + misses)` in `0.0..=1.0`; 0.0 before any lookup.
+    #[must_use]
+    pub fn cache_hit_rate(&self) -> f64 {
+        let (hits, misses) = self.stripes.iter().fold((0u64, 0u64), |(h, m), s| {
+            (
+                h.wrapping_add(s.cache_hits.load(Ordering::Relaxed)),
+                m.wrapping_add(s.cache_misses.load(Ordering::Relaxed)),
+            )
+        });
+        hit_rate(hits, misses)
+    }
+
+    /// The moving average of embedding latency, µs (0 before any record).
+    #[must_use]
+    pub fn average_latency_us(&self) -> u64 {
+        self.latency_ema.get_within(self.latency.min_max())
+    }
+
+    /// Lifetime throughput: embeddings per second since creation or reset
+    /// (0.0 when no time has passed).
+    #[must_use]
+    pub fn throughput(&self) -> f64 {
+        self.rates().throughput
+    }
+
+    /// Zeroes everything accumulated; see [Reset](Self#reset) for what is
+    /// and is not atomic.
+    pub fn reset(&self) {
+        for stripe in self.stripes.iter() {
+            stripe.reset();
+        }
+        self.latency_ema.reset();
+        for ema in &self.model_ema {
+            ema.reset();
+        }
+        for h in self.histograms() {
+            h.reset();
+        }
+        self.gauges.reset_max();
+        self.start_nanos
+            .store(self.clock.now_nanos(), Ordering::Relaxed);
+    }
+
+    // ----- beyond the spec -----------------------------------------------
+
+    /// Records `latency_us` µs spent in `stage`.
+    #[inline]
+    pub fn record_stage(&self, stage: Stage, latency_us: u64) {
+        if let Some(h) = self.stage_latency.get(stage.index()) {
+            h.record(latency_us);
+        }
+    }
+
+    /// Counts an error of `kind`, attributed to `model` when known (then it
+    /// is also a failure of that model; a [`ErrorKind::Timeout`] is also a
+    /// timeout of it). Feeds the 60-second error rate.
+    #[inline]
+    pub fn record_error_kind(&self, kind: ErrorKind, model: Option<ModelId>) {
+        let stripe = self.stripe();
+        if let Some(cell) = stripe.errors.get(kind.index()) {
+            cell.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(model) = model
+            && let Some(cell) = stripe
+                .model_errors
+                .get(model.index())
+                .and_then(|m| m.get(kind.index()))
+        {
+            cell.fetch_add(1, Ordering::Relaxed);
+        }
+        stripe.error_window.record(self.now_second());
+    }
+
+    /// Counts a request routed to `model`.
+    #[inline]
+    pub fn record_model_request(&self, model: ModelId) {
+        if let Some(cell) = self.stripe().model_requests.get(model.index()) {
+            cell.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a failure of `model` of `kind` (a timeout when `kind` is
+    /// [`ErrorKind::Timeout`]); the same as
+    /// [`record_error_kind`](Self::record_error_kind)`(kind, Some(model))`.
+    #[inline]
+    pub fn record_model_failure(&self, model: ModelId, kind: ErrorKind) {
+        self.record_error_kind(kind, Some(model));
+    }
+
+    /// Counts `n` entries evicted from the embedding cache.
+    #[inline]
+    pub fn record_cache_eviction(&self, n: u64) {
+        self.stripe()
+            .cache_evictions
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds one item to the queue-depth gauge (and raises its max).
+    #[inline]
+    pub fn queue_depth_inc(&self) {
+        self.gauges.queue_add(1);
+    }
+
+    /// Removes one item from the queue-depth gauge. Reads clamp at 0, so an
+    /// unmatched decrement never shows as a huge depth.
+    #[inline]
+    pub fn queue_depth_dec(&self) {
+        self.gauges.queue_add(-1);
+    }
+
+    /// Sets the queue depth (and raises its max).
+    pub fn set_queue_depth(&self, depth: u64) {
+        self.gauges.queue_set(depth);
+    }
+
+    /// The current queue depth.
+    #[must_use]
+    pub fn queue_depth(&self) -> u64 {
+        self.gauges.queue_depth()
+    }
+
+    /// Counts one request in flight until the returned guard drops.
+    ///
+    /// ```
+    /// let metrics = embeddings_metrics::PipelineMetrics::new();
+    /// {
+    ///     let _guard = metrics.track_in_flight();
+    ///     assert_eq!(metrics.snapshot().gauges.in_flight, 1);
+    /// }
+    /// assert_eq!(metrics.snapshot().gauges.in_flight, 0);
+    /// ```
+    pub fn track_in_flight(&self) -> InFlightGuard<'_> {
+        InFlightGuard::new(&self.gauges)
+    }
+
+    /// Adds one in-flight request (pair with [`in_flight_dec`](Self::in_flight_dec),
+    /// or use [`track_in_flight`](Self::track_in_flight)).
+    #[inline]
+    pub fn in_flight_inc(&self) {
+        self.gauges.in_flight_add(1);
+    }
+
+    /// Removes one in-flight request (reads clamp at 0).
+    #[inline]
+    pub fn in_flight_dec(&self) {
+        self.gauges.in_flight_add(-1);
+    }
+
+    /// Sets the number of worker threads.
+    pub fn set_workers(&self, workers: u64) {
+        self.gauges.set_workers(workers);
+    }
+
+    /// Sets (`Some`) or clears (`None`) a caller-measured memory figure.
+    /// `u64::MAX` is stored as `u64::MAX - 1` (the top value marks "unset").
+    pub fn set_memory_gauge(&self, gauge: MemoryGauge, value: Option<u64>) {
+        self.gauges.set_memory(gauge, value);
+    }
+
+    /// Sets the process resident set size, bytes.
+    pub fn set_process_rss_bytes(&self, bytes: u64) {
+        self.set_memory_gauge(MemoryGauge::ProcessRss, Some(bytes));
+    }
+
+    /// Sets GPU memory in use and in total, bytes.
+    pub fn set_gpu_memory_bytes(&self, used: u64, total: u64) {
+        self.set_memory_gauge(MemoryGauge::GpuUsed, Some(used));
+        self.set_memory_gauge(MemoryGauge::GpuTotal, Some(total));
+    }
+
+    /// Sets the embedding cache's memory (bytes) and entry count.
+    pub fn set_cache_size(&self, bytes: u64, entries: u64) {
+        self.set_memory_gauge(MemoryGauge::CacheBytes, Some(bytes));
+        self.set_memory_gauge(MemoryGauge::CacheEntries, Some(entries));
+    }
+
+    /// Errors per minute over the last 60 s (see [`snapshot`](Self::snapshot)
+    /// for the exact window rule).
+    #[must_use]
+    pub fn error_rate_per_minute(&self) -> f64 {
+        self.rates().errors_per_minute
+    }
+
+    /// Embeddings per second over the last 10 s.
+    #[must_use]
+    pub fn throughput_10s(&self) -> f64 {
+        self.rates().throughput_10s
+    }
+
+    /// Embeddings per second over the last 60 s.
+    #[must_use]
+    pub fn throughput_60s(&self) -> f64 {
+        self.rates().throughput_60s
+    }
+
+    /// Time since creation or the last reset.
+    #[must_use]
+    pub fn uptime(&self) -> Duration {
+        Duration::from_nanos(self.uptime_nanos(self.clock.now_nanos()))
+    }
+
+    /// The live latency histogram of `stage` (for example to merge it into an
+    /// aggregate, or to benchmark it directly).
+    #[must_use]
+    pub fn stage_histogram(&self, stage: Stage) -> &Histogram {
+        &self.stage_latency[stage.index() % STAGES]
+    }
+
+    /// The live latency histogram of embeddings.
+    #[must_use]
+    pub fn latency_histogram(&self) -> &Histogram {
+        &self.latency
+    }
+
+    /// The live latency histogram of `model`.
+    #[must_use]
+    pub fn model_histogram(&self, model: ModelId) -> &Histogram {
+        &self.model_latency[model.index() % MODELS]
+    }
+
+    fn uptime_nanos(&self, now: u64) -> u64 {
+        now.saturating_sub(self.start_nanos.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn histograms(&self) -> impl Iterator<Item = &Histogram> {
+        [&self.latency, &self.batch_latency, &self.batch_size]
+            .into_iter()
+            .chain(&self.model_latency)
+            .chain(&self.stage_latency)
+    }
+
+    /// Windowed and lifetime rates at one clock reading.
+    ///
+    /// Windows are one-second slots: "the last W seconds" is the current
+    /// (partial) second and the W − 1 before it. A rate divides the events in
+    /// the window by the time observed, `clamp(uptime, 1 s, W)`, so a young
+    /// recorder is not under-reported (and never divides by zero).
+    /// Errors per minute = that per-second rate × 60; once uptime ≥ 60 s it
+    /// is exactly the number of errors in the last 60 s.
+    pub(crate) fn rates(&self) -> Rates {
+        let now = self.clock.now_nanos();
+        let uptime = self.uptime_nanos(now);
+        let second = now / NANOS_PER_SEC;
+        let (mut emb10, mut emb60, mut err60, mut total) = (0u64, 0u64, 0u64, 0u64);
+        for s in self.stripes.iter() {
+            emb10 = emb10.saturating_add(s.embedding_window.sum_recent(second, 10));
+            emb60 = emb60.saturating_add(s.embedding_window.sum_recent(second, 60));
+            err60 = err60.saturating_add(s.error_window.sum_recent(second, 60));
+            total = total.wrapping_add(s.embeddings.load(Ordering::Relaxed));
+        }
+        let uptime_s = uptime as f64 / NANOS_PER_SEC as f64;
+        let observed = |window: f64| uptime_s.clamp(1.0, window);
+        Rates {
+            uptime: Duration::from_nanos(uptime),
+            throughput: if uptime == 0 {
+                0.0
+            } else {
+                total as f64 / uptime_s
+            },
+            throughput_10s: emb10 as f64 / observed(10.0),
+            throughput_60s: emb60 as f64 / observed(60.0),
+            errors_per_minute: err60 as f64 / observed(60.0) * 60.0,
+        }
+    }
+
+    pub(crate) fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let add =
+            |acc: &mut u64, cell: &AtomicU64| *acc = acc.wrapping_add(cell.load(Ordering::Relaxed));
+        for s in self.stripes.iter() {
+            add(&mut t.embeddings, &s.embeddings);
+            add(&mut t.cache_hits, &s.cache_hits);
+            add(&mut t.cache_misses, &s.cache_misses);
+            add(&mut t.cache_evictions, &s.cache_evictions);
+            add(&mut t.batches, &s.batches);
+            add(&mut t.batch_items, &s.batch_items);
+            for (acc, cell) in t.errors.iter_mut().zip(&s.errors) {
+                add(acc, cell);
+            }
+            for (acc, cell) in t.model_requests.iter_mut().zip(&s.model_requests) {
+                add(acc, cell);
+            }
+            for (accs, cells) in t.model_errors.iter_mut().zip(&s.model_errors) {
+                for (acc, cell) in accs.iter_mut().zip(cells) {
+                    add(acc, cell);
+                }
+            }
+        }
+        t
+    }
+
+    /// A serializable copy of everything recorded.
+    ///
+    /// Every model, stage and error kind is present (zero when unused); memory
+    /// gauges are `None` until set. See [Snapshots](Self#snapshots) for
+    /// consistency under concurrent writes, and [`rates`](Self::error_rate_per_minute)
+    /// for the window rule.
+    #[must_use]
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let t = self.totals();
+        let rates = self.rates();
+        let latency = self.latency.snapshot();
+        let by_kind = |counts: &[u64; KINDS]| -> BTreeMap<ErrorKind, u64> {
+            ErrorKind::ALL
+                .iter()
+                .map(|k| (*k, counts[k.index()]))
+                .collect()
+        };
+        let models: BTreeMap<ModelId, ModelSnapshot> = ModelId::ALL
+            .iter()
+            .map(|m| {
+                let i = m.index();
+                let errors = &t.model_errors[i];
+                let snap = ModelSnapshot {
+                    requests: t.model_requests[i],
+                    failures: errors.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
+                    timeouts: errors[ErrorKind::Timeout.index()],
+                    errors_by_kind: by_kind(errors),
+                    avg_latency_us: self.model_ema[i].get_within(self.model_latency[i].min_max()),
+                    latency: self.model_latency[i].snapshot(),
+                };
+                (*m, snap)
+            })
+            .collect();
+        MetricsSnapshot {
+            embeddings_generated: t.embeddings,
+            cache_hits: t.cache_hits,
+            cache_misses: t.cache_misses,
+            cache_hit_rate: hit_rate(t.cache_hits, t.cache_misses),
+            avg_latency_us: self.average_latency_us(),
+            errors: t.errors.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
+            model_latencies: models
+                .iter()
+                .map(|(m, s)| (*m, s.avg_latency_us))
+                .collect::<HashMap<_, _>>(),
+            batches_processed: t.batches,
+            batch_items_processed: t.batch_items,
+            throughput: rates.throughput,
+            timestamp: Utc::now(),
+            cache_evictions: t.cache_evictions,
+            uptime: rates.uptime,
+            mean_latency_us: latency.mean,
+            latency,
+            batch_latency: self.batch_latency.snapshot(),
+            batch_size: self.batch_size.snapshot(),
+            stages: Stage::ALL
+                .iter()
+                .map(|s| (*s, self.stage_latency[s.index()].snapshot()))
+                .collect(),
+            models,
+            errors_by_kind: by_kind(&t.errors),
+            error_rate_per_minute: rates.errors_per_minute,
+            throughput_10s: rates.throughput_10s,
+            throughput_60s: rates.throughput_60s,
+            gauges: self.gauges.snapshot(),
+        }
+    }
+}
+
+fn hit_rate(hits: u64, misses: u64) -> f64 {
+    let lookups = hits as f64 + misses as f64;
+    if lookups == 0.0 {
+        0.0
+    } else {
+        (hits as f64 / lookups).clamp(0.0, 1.0)
+    }
+}
