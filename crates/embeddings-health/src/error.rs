@@ -29,7 +29,7 @@ pub enum ConfigError {
         field: &'static str,
         /// The value that was given.
         value: f64,
-        /// The exclusive lower bound (`0` for a maximum, `-1` when 0 is allowed).
+        /// The exclusive lower bound.
         min_exclusive: f64,
     },
     /// A number that must be finite and non-negative (or positive) was not.

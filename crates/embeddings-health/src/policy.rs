@@ -123,11 +123,13 @@ impl TryFrom<HealthPolicySpec> for HealthPolicy {
                 requirement: "greater than 0 (errors per minute)",
             });
         }
-        let max_snapshot_age =
-            seconds("max_snapshot_age_seconds", spec.max_snapshot_age_seconds)?;
-        let liveness_timeout =
-            seconds("liveness_timeout_seconds", spec.liveness_timeout_seconds)?;
-        Ok(Self { spec, max_snapshot_age, liveness_timeout })
+        let max_snapshot_age = seconds("max_snapshot_age_seconds", spec.max_snapshot_age_seconds)?;
+        let liveness_timeout = seconds("liveness_timeout_seconds", spec.liveness_timeout_seconds)?;
+        Ok(Self {
+            spec,
+            max_snapshot_age,
+            liveness_timeout,
+        })
     }
 }
 
@@ -140,8 +142,10 @@ impl From<HealthPolicy> for HealthPolicySpec {
 /// Converts seconds from a configuration into a [`Duration`], naming the
 /// field when it cannot be one.
 pub(crate) fn seconds(field: &'static str, value: f64) -> Result<Duration, ConfigError> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| ConfigError::InvalidDuration { field, seconds: value })
+    Duration::try_from_secs_f64(value).map_err(|_| ConfigError::InvalidDuration {
+        field,
+        seconds: value,
+    })
 }
 
 impl HealthPolicy {
@@ -162,8 +166,9 @@ impl HealthPolicy {
     /// [`HealthPolicy::try_from`] for impossible thresholds.
     #[cfg(feature = "toml")]
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let spec: HealthPolicySpec =
-            toml::from_str(text).map_err(|e| ConfigError::Toml { message: e.to_string() })?;
+        let spec: HealthPolicySpec = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            message: e.to_string(),
+        })?;
         Self::try_from(spec)
     }
 

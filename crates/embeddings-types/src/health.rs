@@ -95,10 +95,18 @@ pub struct HealthStatus {
     pub uptime: Duration,
     /// When the last embedding was produced successfully.
     pub last_embed_time: Option<DateTime<Utc>>,
-    /// Errors per minute over the recent window.
+    /// Errors per minute over the recent window. A non-finite reading is kept
+    /// as it was observed (JSON has no NaN, so it serializes as `null` and
+    /// `null` reads back as NaN) rather than replaced by an invented number.
+    #[serde(deserialize_with = "nan_from_null")]
     pub error_rate: f64,
     /// Per-component state.
     pub components: ComponentHealth,
+}
+
+/// Reads an `f64` where `null` (how serde_json writes NaN and infinities) means NaN.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 impl Default for HealthStatus {

@@ -98,6 +98,16 @@ fn durations_serialize_as_seconds_and_reject_what_is_not_a_duration() {
 }
 
 #[test]
+fn a_nan_error_rate_survives_json_as_null() {
+    let mut status = HealthStatus::new();
+    status.error_rate = f64::NAN;
+    let json = serde_json::to_value(&status).unwrap();
+    assert!(json["error_rate"].is_null());
+    let back: HealthStatus = serde_json::from_value(json).unwrap();
+    assert!(back.error_rate.is_nan());
+}
+
+#[test]
 fn component_health_without_gpu_required_field_defaults_to_cpu_deployment() {
     let json = r#"{"model_registry":true,"batch_processor":true,"fusemoe":true,"cache_manager":true,"gpu_available":false}"#;
     let c: ComponentHealth = serde_json::from_str(json).unwrap();
