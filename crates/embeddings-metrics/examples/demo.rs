@@ -56,7 +56,8 @@ fn embed(tokens: &[u64], slot: ModelId) -> Vec<f32> {
         for k in 0..256u64 {
             let x = h
                 .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .rotate_left((k % 64) as u32) ^ k;
+                .rotate_left((k % 64) as u32)
+                ^ k;
             let sign = if x & 1 == 0 { 1.0 } else { -1.0 };
             v[(x >> 1) as usize % DIM] += sign;
         }
@@ -128,11 +129,11 @@ fn main() {
                         metrics.record_stage(Stage::Inference, micros(t));
                         if let Ok(mut c) = cache.lock() {
                             // A small bounded cache, so the workload keeps missing and evicting.
-                            if c.len() >= CACHE_CAPACITY {
-                                if let Some(victim) = c.keys().next().cloned() {
-                                    c.remove(&victim);
-                                    metrics.record_cache_eviction(1);
-                                }
+                            if c.len() >= CACHE_CAPACITY
+                                && let Some(victim) = c.keys().next().cloned()
+                            {
+                                c.remove(&victim);
+                                metrics.record_cache_eviction(1);
                             }
                             c.insert(key, last);
                             metrics.set_cache_size((c.len() * DIM * 4) as u64, c.len() as u64);
