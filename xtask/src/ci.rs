@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{Result, project_root, tools};
+use crate::{Result, fetch_models, project_root, tools};
 
 /// Runs the CI sequence from the workspace root.
 pub(crate) fn run() -> Result {
@@ -30,6 +30,10 @@ pub(crate) fn run() -> Result {
     // The exposition tests run the real Prometheus parser.
     let promtool = tools::ensure_promtool()?;
     let promtool = promtool.to_string_lossy().into_owned();
+
+    // The pipeline's tests run the real model (reference vectors, all slots).
+    println!("\n==> xtask ci: fetch-models");
+    fetch_models::run()?;
 
     step("test", &["test", "--workspace"], &[("EMBEDDINGS_PROMTOOL", &promtool)])?;
     step("doc", &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;

@@ -1,0 +1,470 @@
+//! Serde configuration types, loaded from TOML and validated.
+//!
+//! Every table rejects unknown keys, so a typo is an error rather than a
+//! silently ignored setting. See the crate documentation for a full example.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use embeddings_types::ModelId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::PipelineError;
+
+/// The name of the model every transformer slot is bound to unless configured
+/// otherwise.
+pub const DEFAULT_MODEL: &str = "default";
+/// The folder (under the models directory) of the default model.
+pub const DEFAULT_MODEL_DIR: &str = "all-MiniLM-L6-v2";
+
+/// The whole pipeline configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Base folder for relative model paths. When unset: the builder's
+    /// `models_dir`, else `$EMBEDDINGS_MODELS_DIR`, else `./models`.
+    pub models_dir: Option<PathBuf>,
+    /// Inputs are processed in chunks of at most this many items (after
+    /// sorting by length); bounds peak memory for huge batches. Default 32.
+    pub max_batch_size: usize,
+    /// Where tensors live.
+    pub device: DeviceKind,
+    /// Input policies.
+    pub input: InputConfig,
+    /// Named checkpoints. `default` is added (pointing at
+    /// `all-MiniLM-L6-v2` under the models directory) when absent.
+    pub models: BTreeMap<String, ModelSource>,
+    /// Per-slot bindings. Slots not listed are enabled with their defaults.
+    pub slots: BTreeMap<ModelId, SlotConfig>,
+    /// The model whose `tokenizer.json` the `Sparse` and `Hdc` slots use.
+    pub builtin_tokenizer: String,
+    /// Temporal slots.
+    pub temporal: TemporalConfig,
+    /// The `Hdc` slot.
+    pub hdc: HdcConfig,
+    /// The `LateInteraction` slot's head.
+    pub late_interaction: LateInteractionConfig,
+    /// The fusion step (fusemoe).
+    pub fusion: FusionConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            models_dir: None,
+            max_batch_size: 32,
+            device: DeviceKind::Cpu,
+            input: InputConfig::default(),
+            models: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            builtin_tokenizer: DEFAULT_MODEL.to_owned(),
+            temporal: TemporalConfig::default(),
+            hdc: HdcConfig::default(),
+            late_interaction: LateInteractionConfig::default(),
+            fusion: FusionConfig::default(),
+        }
+    }
+}
+
+/// Which device runs the tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// The CPU (default).
+    #[default]
+    Cpu,
+    /// CUDA device 0; needs the `cuda` feature and a CUDA driver.
+    Cuda,
+}
+
+/// What to do with inputs the models cannot take as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputConfig {
+    /// Texts longer than a model's `max_seq_length`.
+    pub truncation: TruncationPolicy,
+    /// Empty or whitespace-only texts.
+    pub empty_text: EmptyTextPolicy,
+}
+
+/// Texts longer than a model's `max_seq_length` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TruncationPolicy {
+    /// Keep the first `max_seq_length` tokens (special tokens included), as
+    /// sentence-transformers does. `MultiEmbedding::truncated` says it happened.
+    #[default]
+    Truncate,
+    /// Reject the item with [`InputError::TooLong`](crate::InputError::TooLong).
+    Reject,
+}
+
+/// Empty or whitespace-only texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmptyTextPolicy {
+    /// Embed it like sentence-transformers does (`[CLS] [SEP]` only).
+    #[default]
+    Embed,
+    /// Reject the item with [`InputError::EmptyText`](crate::InputError::EmptyText).
+    Reject,
+}
+
+/// Where a checkpoint lives: exactly one of `path` and `hf_repo`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSource {
+    /// A Hugging Face-layout folder; relative paths are resolved against the
+    /// models directory.
+    pub path: Option<PathBuf>,
+    /// `ORG/NAME` in a Hugging Face cache
+    /// (`$HF_HOME/hub/models--ORG--NAME/snapshots/<rev>/`).
+    pub hf_repo: Option<String>,
+    /// A branch/tag name under `refs/` or a snapshot commit hash. Default:
+    /// `refs/main`, else the only snapshot.
+    pub revision: Option<String>,
+    /// The cache root; default `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`,
+    /// else `~/.cache/huggingface`.
+    pub hf_home: Option<PathBuf>,
+    /// Overrides `sentence_bert_config.json`'s `max_seq_length`.
+    pub max_seq_length: Option<usize>,
+}
+
+impl ModelSource {
+    /// A plain local folder.
+    #[must_use]
+    pub fn path(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: Some(path.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A repository in a Hugging Face cache.
+    #[must_use]
+    pub fn hf(repo: impl Into<String>, hf_home: Option<PathBuf>) -> Self {
+        Self {
+            hf_repo: Some(repo.into()),
+            hf_home,
+            ..Self::default()
+        }
+    }
+}
+
+/// How a dense transformer slot pools token vectors.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Follow the checkpoint's `1_Pooling/config.json` (mean when absent).
+    #[default]
+    Auto,
+    /// Mask-aware mean of the token vectors.
+    Mean,
+    /// The first (`[CLS]`) token's vector.
+    Cls,
+}
+
+/// One slot's binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlotConfig {
+    /// `false` switches the slot off: no output, no fusion input.
+    pub enabled: bool,
+    /// For transformer slots: the name of a `[models.*]` entry (default
+    /// `default`). Built-in slots take no model.
+    pub model: Option<String>,
+    /// For pooled transformer slots (`semantic`, `code`, `graph`,
+    /// `multimodal`, `entity`): the pooling.
+    pub pooling: Pooling,
+}
+
+impl Default for SlotConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            model: None,
+            pooling: Pooling::Auto,
+        }
+    }
+}
+
+/// Settings of the three temporal slots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemporalConfig {
+    /// The "now" that `TemporalRecent` measures ages against. When unset the
+    /// pipeline takes the wall clock once, at build time (see
+    /// `EmbeddingPipeline::reference_time`); set it for reproducible vectors.
+    /// An input's own `reference_time` overrides it.
+    pub reference_time: Option<DateTime<Utc>>,
+    /// Half-lives of the `TemporalRecent` decay features, in hours.
+    pub half_lives_hours: Vec<f64>,
+    /// Harmonics per period (day, week, year) of `TemporalPeriodic`.
+    pub periodic_harmonics: usize,
+    /// Dimension of `TemporalPositional` (even).
+    pub positional_dim: usize,
+    /// Wavelength base of `TemporalPositional` (10 000 as in Vaswani et al.).
+    pub positional_base: f64,
+}
+
+impl Default for TemporalConfig {
+    fn default() -> Self {
+        Self {
+            reference_time: None,
+            half_lives_hours: vec![1.0, 6.0, 24.0, 72.0, 168.0, 720.0, 2160.0, 8760.0],
+            periodic_harmonics: 4,
+            positional_dim: 64,
+            positional_base: 10_000.0,
+        }
+    }
+}
+
+/// Settings of the hyperdimensional slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HdcConfig {
+    /// Hypervector dimension (also the output dimension).
+    pub dim: usize,
+    /// Seed of the token hypervectors.
+    pub seed: u64,
+    /// Longest n-gram bound into the bundle (1 = bag of tokens).
+    pub max_ngram: usize,
+}
+
+impl Default for HdcConfig {
+    fn default() -> Self {
+        Self {
+            dim: 1024,
+            seed: 0x4844_435F_5345_4544,
+            max_ngram: 3,
+        }
+    }
+}
+
+/// Settings of the late-interaction head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LateInteractionConfig {
+    /// Project each token vector to this many dimensions with a seeded
+    /// Rademacher projection (ColBERT uses 128). `None` keeps the model's
+    /// hidden size.
+    pub project_dim: Option<usize>,
+    /// Seed of the projection.
+    pub seed: u64,
+}
+
+impl Default for LateInteractionConfig {
+    fn default() -> Self {
+        Self {
+            project_dim: None,
+            seed: 0x0043_4F4C_4245_5254,
+        }
+    }
+}
+
+/// Settings of the fusion step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FusionConfig {
+    /// `false`: no fused vector is computed.
+    pub enabled: bool,
+    /// Output dimension.
+    pub dim: usize,
+    /// Seed of the Johnson–Lindenstrauss projection.
+    pub seed: u64,
+    /// How many slots the gate keeps per input (1..=12).
+    pub top_k: usize,
+    /// Static gate weights per slot (default 1.0 each), used without trained
+    /// weights.
+    pub weights: BTreeMap<ModelId, f32>,
+    /// Width of the hashed dense view of the sparse slot fed to fusion.
+    pub sparse_hash_dim: usize,
+    /// Trained gate and projection in safetensors (`gate.weight` `[12, D_in]`,
+    /// optional `gate.bias` `[12]`, `proj.weight` `[dim, D_in]`, optional
+    /// `proj.bias` `[dim]`). Relative paths resolve against the models directory.
+    pub trained_weights: Option<PathBuf>,
+}
+
+impl Default for FusionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dim: 1536,
+            seed: 0x0046_5553_454D_4F45,
+            top_k: ModelId::COUNT,
+            weights: BTreeMap::new(),
+            sparse_hash_dim: 256,
+            trained_weights: None,
+        }
+    }
+}
+
+/// Whether a slot runs a transformer checkpoint or a built-in computation.
+#[must_use]
+pub const fn is_transformer_slot(id: ModelId) -> bool {
+    !matches!(
+        id,
+        ModelId::TemporalRecent
+            | ModelId::TemporalPeriodic
+            | ModelId::TemporalPositional
+            | ModelId::Hdc
+            | ModelId::Sparse
+    )
+}
+
+impl PipelineConfig {
+    /// Parses and validates a TOML document.
+    ///
+    /// # Errors
+    /// [`PipelineError::Config`] with the parser's or validator's message.
+    pub fn from_toml_str(text: &str) -> Result<Self, PipelineError> {
+        let config: Self =
+            toml::from_str(text).map_err(|e| PipelineError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    ///
+    /// # Errors
+    /// [`PipelineError::Io`] when unreadable, [`PipelineError::Config`] when invalid.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PipelineError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Io {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            PipelineError::Config(m) => PipelineError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// The binding of `id` (the default binding when not listed).
+    #[must_use]
+    pub fn slot(&self, id: ModelId) -> SlotConfig {
+        self.slots.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// The model a transformer slot is bound to.
+    #[must_use]
+    pub fn slot_model(&self, id: ModelId) -> String {
+        self.slot(id)
+            .model
+            .unwrap_or_else(|| DEFAULT_MODEL.to_owned())
+    }
+
+    /// The model table with the implicit `default` entry added.
+    #[must_use]
+    pub fn models_with_default(&self) -> BTreeMap<String, ModelSource> {
+        let mut models = self.models.clone();
+        models
+            .entry(DEFAULT_MODEL.to_owned())
+            .or_insert_with(|| ModelSource::path(DEFAULT_MODEL_DIR));
+        models
+    }
+
+    /// Checks every cross-field rule.
+    ///
+    /// # Errors
+    /// [`PipelineError::Config`] naming the first broken rule and its fix.
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let bad = |m: String| Err(PipelineError::Config(m));
+        if self.max_batch_size == 0 {
+            return bad("`max_batch_size` must be at least 1".into());
+        }
+        let models = self.models_with_default();
+        for (name, src) in &models {
+            match (&src.path, &src.hf_repo) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return bad(format!(
+                        "model `{name}` needs exactly one of `path` and `hf_repo`"
+                    ));
+                }
+                (None, Some(repo)) if repo.split('/').count() != 2 || repo.contains("..") => {
+                    return bad(format!(
+                        "model `{name}`: `hf_repo` must look like `ORG/NAME`, got `{repo}`"
+                    ));
+                }
+                _ => {}
+            }
+            if src.max_seq_length == Some(0) {
+                return bad(format!(
+                    "model `{name}`: `max_seq_length` must be at least 1"
+                ));
+            }
+        }
+        for (id, slot) in &self.slots {
+            if is_transformer_slot(*id) {
+                if let Some(model) = &slot.model
+                    && !models.contains_key(model)
+                {
+                    return bad(format!(
+                        "slot `{id}` is bound to model `{model}`, which has no `[models.{model}]` table"
+                    ));
+                }
+                if slot.pooling != Pooling::Auto
+                    && matches!(id, ModelId::Causal | ModelId::LateInteraction)
+                {
+                    return bad(format!(
+                        "slot `{id}` has a fixed head; remove its `pooling` setting"
+                    ));
+                }
+            } else if slot.model.is_some() || slot.pooling != Pooling::Auto {
+                return bad(format!(
+                    "slot `{id}` is built-in: it takes no `model` or `pooling`, only `enabled`"
+                ));
+            }
+        }
+        let tokenizer_needed = [ModelId::Sparse, ModelId::Hdc]
+            .iter()
+            .any(|id| self.slot(*id).enabled);
+        if tokenizer_needed && !models.contains_key(&self.builtin_tokenizer) {
+            return bad(format!(
+                "`builtin_tokenizer` names model `{}`, which has no `[models.*]` table",
+                self.builtin_tokenizer
+            ));
+        }
+        let t = &self.temporal;
+        if t.half_lives_hours.is_empty()
+            || t.half_lives_hours
+                .iter()
+                .any(|h| !h.is_finite() || *h <= 0.0)
+        {
+            return bad(
+                "`temporal.half_lives_hours` must be a non-empty list of positive numbers".into(),
+            );
+        }
+        if t.periodic_harmonics == 0 {
+            return bad("`temporal.periodic_harmonics` must be at least 1".into());
+        }
+        if t.positional_dim == 0 || !t.positional_dim.is_multiple_of(2) {
+            return bad("`temporal.positional_dim` must be a positive even number".into());
+        }
+        if !t.positional_base.is_finite() || t.positional_base <= 1.0 {
+            return bad("`temporal.positional_base` must be a finite number above 1".into());
+        }
+        if self.hdc.dim == 0 || self.hdc.max_ngram == 0 {
+            return bad("`hdc.dim` and `hdc.max_ngram` must be at least 1".into());
+        }
+        if self.late_interaction.project_dim == Some(0) {
+            return bad("`late_interaction.project_dim` must be at least 1 (or absent)".into());
+        }
+        let f = &self.fusion;
+        if f.dim == 0 || f.sparse_hash_dim == 0 {
+            return bad("`fusion.dim` and `fusion.sparse_hash_dim` must be at least 1".into());
+        }
+        if f.top_k == 0 || f.top_k > ModelId::COUNT {
+            return bad(format!("`fusion.top_k` must be in 1..={}", ModelId::COUNT));
+        }
+        if let Some((id, w)) = f.weights.iter().find(|(_, w)| !w.is_finite() || **w < 0.0) {
+            return bad(format!(
+                "`fusion.weights.{id}` is {w}; weights must be finite and non-negative"
+            ));
+        }
+        Ok(())
+    }
+}

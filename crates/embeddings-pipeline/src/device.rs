@@ -1,0 +1,87 @@
+//! Device selection.
+//!
+//! With the `cuda` feature, candle loads the CUDA driver dynamically and
+//! *panics* when `libcuda` is absent, so the driver library is looked for
+//! first and a missing one is reported as [`PipelineError::DeviceUnavailable`].
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::config::DeviceKind;
+use crate::error::PipelineError;
+
+/// Whether the NVIDIA driver library (`libcuda.so.1`) can be found by the
+/// dynamic loader: `LD_LIBRARY_PATH`, the usual library folders, and the
+/// loader cache `/etc/ld.so.cache`.
+#[must_use]
+pub fn cuda_driver_present() -> bool {
+    const NAMES: [&str; 2] = ["libcuda.so.1", "libcuda.so"];
+    const DIRS: [&str; 6] = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/nvidia/lib64",
+        "/usr/lib/wsl/lib",
+    ];
+    let env_dirs: Vec<String> = std::env::var("LD_LIBRARY_PATH")
+        .map(|v| {
+            v.split(':')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let in_dirs = env_dirs
+        .iter()
+        .map(String::as_str)
+        .chain(DIRS)
+        .any(|d| NAMES.iter().any(|n| Path::new(d).join(n).exists()));
+    in_dirs
+        || std::fs::read("/etc/ld.so.cache")
+            .map(|cache| {
+                cache
+                    .windows(NAMES[0].len())
+                    .any(|w| w == NAMES[0].as_bytes())
+            })
+            .unwrap_or(false)
+}
+
+/// Opens the requested device.
+pub(crate) fn open(kind: DeviceKind) -> Result<Device, PipelineError> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::Cpu),
+        DeviceKind::Cuda => open_cuda(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<Device, PipelineError> {
+    if !cuda_driver_present() {
+        return Err(PipelineError::DeviceUnavailable(
+            "libcuda.so.1 (the NVIDIA driver library) was not found; install the NVIDIA driver, \
+             add its folder to LD_LIBRARY_PATH, or set `device = \"cpu\"`"
+                .into(),
+        ));
+    }
+    std::panic::catch_unwind(|| Device::new_cuda(0))
+        .map_err(|_| {
+            PipelineError::DeviceUnavailable(
+                "the CUDA runtime panicked while opening device 0; check the driver installation or set `device = \"cpu\"`".into(),
+            )
+        })?
+        .map_err(|e| {
+            PipelineError::DeviceUnavailable(format!(
+                "CUDA device 0 could not be opened: {e}; set `device = \"cpu\"` to run on the CPU"
+            ))
+        })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<Device, PipelineError> {
+    Err(PipelineError::DeviceUnavailable(
+        "this build has no CUDA support; rebuild with `--features cuda` or set `device = \"cpu\"`"
+            .into(),
+    ))
+}

@@ -1,0 +1,207 @@
+//! Typed errors. Every message says what went wrong *and* what to do about it.
+
+use std::path::PathBuf;
+
+use embeddings_types::{ErrorKind, ModelId};
+
+/// Why one input was rejected before any model ran.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The text was empty (or only whitespace) and the configuration says
+    /// `empty_text = "reject"`.
+    #[error("the text is empty; send non-empty text or set `[input] empty_text = \"embed\"`")]
+    EmptyText,
+    /// The text had more tokens than the model accepts and the configuration
+    /// says `truncation = "reject"`.
+    #[error(
+        "the text has {tokens} tokens but model `{model}` accepts at most {max} (special tokens included); \
+         shorten it or set `[input] truncation = \"truncate\"`"
+    )]
+    TooLong {
+        /// The model whose limit was exceeded.
+        model: String,
+        /// Tokens the text produced, special tokens included.
+        tokens: usize,
+        /// The model's limit (`max_seq_length`).
+        max: usize,
+    },
+    /// A timestamp string could not be parsed.
+    #[error("invalid timestamp `{input}`: {reason}; use RFC 3339, e.g. `2024-05-01T12:00:00Z`")]
+    InvalidTimestamp {
+        /// The string that was given.
+        input: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// A timestamp was outside the supported range (years 1..=9999).
+    #[error("timestamp {timestamp} is outside the supported range (years 1 to 9999)")]
+    TimestampOutOfRange {
+        /// The timestamp, as RFC 3339.
+        timestamp: String,
+    },
+}
+
+/// Everything that can go wrong when building or running the pipeline.
+///
+/// Errors are `Clone` (they are kept in the model registry for failed slots)
+/// and map onto [`ErrorKind`] through [`PipelineError::kind`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A model directory does not exist.
+    #[error(
+        "model directory {} for model `{model}` not found: run `cargo xtask fetch-models` or point \
+         `--models-dir` (or EMBEDDINGS_MODELS_DIR) at the folder that holds it",
+        path.display()
+    )]
+    ModelDirNotFound {
+        /// The model's name in the configuration.
+        model: String,
+        /// The directory that was looked for.
+        path: PathBuf,
+    },
+    /// A file the model needs is missing from its directory.
+    #[error(
+        "model file {} for model `{model}` not found: run `cargo xtask fetch-models` or point \
+         `--models-dir` (or EMBEDDINGS_MODELS_DIR) at a complete Hugging Face model folder",
+        path.display()
+    )]
+    ModelFileNotFound {
+        /// The model's name in the configuration.
+        model: String,
+        /// The file that was looked for.
+        path: PathBuf,
+    },
+    /// A Hugging Face cache folder could not be resolved to a snapshot.
+    #[error(
+        "Hugging Face cache lookup for `{repo}` failed: {reason}; download it with \
+         `huggingface-cli download {repo}` or set `hf_home` / HF_HOME to the right cache"
+    )]
+    HfCache {
+        /// `ORG/NAME`.
+        repo: String,
+        /// What was missing.
+        reason: String,
+    },
+    /// `config.json` (or a pooling / sentence-transformers config) is unreadable or invalid.
+    #[error(
+        "invalid model config {}: {reason}; the file must be a BERT-family Hugging Face config \
+         (re-download the model if it was edited)",
+        path.display()
+    )]
+    BadModelConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The weights file is not a valid safetensors file.
+    #[error(
+        "corrupt weights file {}: {reason}; re-download the model (`cargo xtask fetch-models`)",
+        path.display()
+    )]
+    CorruptWeights {
+        /// The file.
+        path: PathBuf,
+        /// What the safetensors reader said.
+        reason: String,
+    },
+    /// The weights do not fit the architecture described by `config.json`
+    /// (wrong tensor shapes or missing tensors).
+    #[error(
+        "weights {} do not match the model's config.json: {reason}; config and weights must come \
+         from the same checkpoint",
+        path.display()
+    )]
+    WeightsMismatch {
+        /// The weights file.
+        path: PathBuf,
+        /// The first mismatch found.
+        reason: String,
+    },
+    /// `tokenizer.json` could not be loaded.
+    #[error(
+        "tokenizer {} could not be loaded: {reason}; the model folder needs a Hugging Face \
+         `tokenizer.json` (fast tokenizer format)",
+        path.display()
+    )]
+    Tokenizer {
+        /// The file.
+        path: PathBuf,
+        /// The tokenizer library's reason.
+        reason: String,
+    },
+    /// A file could not be read.
+    #[error("cannot read {}: {reason}; check the path and its permissions", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The pipeline configuration is invalid.
+    #[error("invalid pipeline configuration: {0}")]
+    Config(String),
+    /// The requested device cannot be used.
+    #[error("device unavailable: {0}")]
+    DeviceUnavailable(String),
+    /// One input was rejected; `index` is its position in the slice passed to `embed`.
+    #[error("input {index} rejected: {reason}")]
+    InvalidInput {
+        /// Position of the input in the batch.
+        index: usize,
+        /// Why.
+        reason: InputError,
+    },
+    /// The tokenizer failed on one input.
+    #[error("tokenization of input {index} failed: {reason}")]
+    Tokenization {
+        /// Position of the input in the batch.
+        index: usize,
+        /// The tokenizer's reason.
+        reason: String,
+    },
+    /// A forward pass, head or built-in computation failed.
+    #[error("inference failed in {what}: {reason}")]
+    Inference {
+        /// Which model or slot.
+        what: String,
+        /// The tensor library's reason.
+        reason: String,
+    },
+    /// The fusion weights are invalid or the fusion step failed.
+    #[error("fusion: {0}")]
+    Fusion(String),
+    /// A slot failed to load and the builder was asked to be strict.
+    #[error("slot `{slot}` failed to load: {reason}")]
+    SlotFailed {
+        /// The slot.
+        slot: ModelId,
+        /// Why it failed.
+        reason: Box<PipelineError>,
+    },
+    /// Every enabled slot failed to load (or none is enabled).
+    #[error("no slot could be loaded: {0}")]
+    NoSlotLoaded(String),
+}
+
+impl PipelineError {
+    /// The metric label for this error.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidInput { .. } => ErrorKind::Validation,
+            Self::Tokenization { .. } => ErrorKind::Tokenization,
+            Self::Inference { .. } | Self::Fusion(_) => ErrorKind::Inference,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn inference(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Self::Inference {
+            what: what.into(),
+            reason: err.to_string(),
+        }
+    }
+}

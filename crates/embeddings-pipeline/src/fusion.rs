@@ -1,0 +1,322 @@
+#![doc = include_str!("../docs/fusion.md")]
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use embeddings_types::ModelId;
+
+use crate::config::FusionConfig;
+use crate::error::PipelineError;
+use crate::output::SlotOutput;
+use crate::rng;
+use crate::transformer::l2_normalize;
+
+enum Mode {
+    Static {
+        scale: Tensor,
+        proj: Tensor,
+    },
+    Trained {
+        gate_w: Tensor,
+        gate_b: Option<Tensor>,
+        proj_w: Tensor,
+        proj_b: Option<Tensor>,
+    },
+}
+
+/// A ready fusion step for a fixed set of present slots.
+pub(crate) struct Fusion {
+    mode: Mode,
+    /// `(slot, offset, width)` for every present slot, in slot order.
+    blocks: Vec<(ModelId, usize, usize)>,
+    d_in: usize,
+    dim: usize,
+    top_k: usize,
+    sparse_hash_dim: usize,
+    seed: u64,
+    device: Device,
+}
+
+impl std::fmt::Debug for Fusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fusion")
+            .field("d_in", &self.d_in)
+            .field("dim", &self.dim)
+            .field("trained", &matches!(self.mode, Mode::Trained { .. }))
+            .finish_non_exhaustive()
+    }
+}
+
+fn fusion_err(e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Fusion(e.to_string())
+}
+
+impl Fusion {
+    /// `widths[slot]` is the view width of every present slot.
+    pub(crate) fn new(
+        config: &FusionConfig,
+        widths: &[(ModelId, usize)],
+        trained: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self, PipelineError> {
+        let mut blocks = Vec::with_capacity(widths.len());
+        let mut d_in = 0;
+        for &(id, w) in widths {
+            blocks.push((id, d_in, w));
+            d_in += w;
+        }
+        if blocks.is_empty() {
+            return Err(PipelineError::Fusion("no slot is present to fuse".into()));
+        }
+        let dim = config.dim;
+        let mode = match trained {
+            None => {
+                let mut ranked: Vec<(ModelId, f32)> = blocks
+                    .iter()
+                    .map(|(id, _, _)| (*id, config.weights.get(id).copied().unwrap_or(1.0)))
+                    .collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                ranked.truncate(config.top_k);
+                let total: f32 = ranked.iter().map(|r| r.1).sum();
+                if total <= 0.0 {
+                    return Err(PipelineError::Config(
+                        "every selected `fusion.weights` entry is zero; give at least one present slot a positive weight".into(),
+                    ));
+                }
+                let mut scale = vec![0f32; d_in];
+                for &(id, off, w) in &blocks {
+                    if let Some((_, g)) = ranked.iter().find(|r| r.0 == id) {
+                        scale[off..off + w].fill((g / total).sqrt());
+                    }
+                }
+                let proj = rng::rademacher(config.seed, d_in * dim, 1.0 / (dim as f32).sqrt());
+                Mode::Static {
+                    scale: Tensor::from_vec(scale, (1, d_in), device).map_err(fusion_err)?,
+                    proj: Tensor::from_vec(proj, (d_in, dim), device).map_err(fusion_err)?,
+                }
+            }
+            Some(path) => load_trained(path, d_in, dim, device)?,
+        };
+        Ok(Self {
+            mode,
+            blocks,
+            d_in,
+            dim,
+            top_k: config.top_k,
+            sparse_hash_dim: config.sparse_hash_dim,
+            seed: config.seed,
+            device: device.clone(),
+        })
+    }
+
+    /// Bytes held by the fusion tables.
+    pub(crate) fn weight_bytes(&self) -> u64 {
+        let n = match &self.mode {
+            Mode::Static { proj, .. } => proj.elem_count() + self.d_in,
+            Mode::Trained {
+                gate_w,
+                gate_b,
+                proj_w,
+                proj_b,
+            } => {
+                gate_w.elem_count()
+                    + proj_w.elem_count()
+                    + gate_b.as_ref().map_or(0, Tensor::elem_count)
+                    + proj_b.as_ref().map_or(0, Tensor::elem_count)
+            }
+        };
+        (n * 4) as u64
+    }
+
+    /// Output dimension.
+    pub(crate) fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Input dimension.
+    pub(crate) fn d_in(&self) -> usize {
+        self.d_in
+    }
+
+    /// The unit view of one slot output, `width` floats.
+    fn view(&self, out: &SlotOutput, width: usize, dst: &mut [f32]) {
+        match out {
+            SlotOutput::Dense(v) => {
+                let n = width.min(v.len()).min(dst.len());
+                dst[..n].copy_from_slice(&v[..n]);
+            }
+            SlotOutput::Causal(p) => {
+                let h = p.cause.len();
+                let s = std::f32::consts::FRAC_1_SQRT_2;
+                for (d, x) in dst
+                    .iter_mut()
+                    .zip(p.cause.iter().chain(p.effect.iter()))
+                    .take(2 * h)
+                {
+                    *d = x * s;
+                }
+            }
+            SlotOutput::Sparse(sv) => {
+                for (&i, &v) in sv.indices.iter().zip(&sv.values) {
+                    let h = rng::derive(self.seed, u64::from(i));
+                    let bucket = (h % self.sparse_hash_dim as u64) as usize;
+                    let sign = if h >> 63 == 1 { 1.0 } else { -1.0 };
+                    if let Some(d) = dst.get_mut(bucket) {
+                        *d += sign * v;
+                    }
+                }
+                normalize(dst);
+            }
+            SlotOutput::PerToken(t) => {
+                let n = t.len().max(1) as f32;
+                for tok in t.iter() {
+                    for (d, x) in dst.iter_mut().zip(tok) {
+                        *d += x / n;
+                    }
+                }
+                normalize(dst);
+            }
+        }
+    }
+
+    /// Fuses a chunk; `rows[b][slot]` are the slot outputs of item `b`.
+    pub(crate) fn fuse(
+        &self,
+        rows: &[&[Option<SlotOutput>; ModelId::COUNT]],
+    ) -> Result<Vec<Vec<f32>>, PipelineError> {
+        let batch = rows.len();
+        let mut x = vec![0f32; batch * self.d_in];
+        for (b, row) in rows.iter().enumerate() {
+            let base = b * self.d_in;
+            for &(id, off, w) in &self.blocks {
+                if let Some(out) = &row[id.index()] {
+                    self.view(out, w, &mut x[base + off..base + off + w]);
+                }
+            }
+        }
+        let x = Tensor::from_vec(x, (batch, self.d_in), &self.device).map_err(fusion_err)?;
+        let y = match &self.mode {
+            Mode::Static { scale, proj } => x.broadcast_mul(scale).and_then(|z| z.matmul(proj)),
+            Mode::Trained {
+                gate_w,
+                gate_b,
+                proj_w,
+                proj_b,
+            } => self.trained(&x, gate_w, gate_b.as_ref(), proj_w, proj_b.as_ref()),
+        }
+        .and_then(|y| l2_normalize(&y))
+        .and_then(|y| y.to_vec2::<f32>())
+        .map_err(fusion_err)?;
+        Ok(y)
+    }
+
+    fn trained(
+        &self,
+        x: &Tensor,
+        gate_w: &Tensor,
+        gate_b: Option<&Tensor>,
+        proj_w: &Tensor,
+        proj_b: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let mut logits = x.matmul(gate_w)?; // [batch, 12]
+        if let Some(b) = gate_b {
+            logits = logits.broadcast_add(b)?;
+        }
+        let logits = logits.to_vec2::<f32>()?;
+        let batch = logits.len();
+        let mut scale = vec![0f32; batch * self.d_in];
+        for (b, row) in logits.iter().enumerate() {
+            let mut present: Vec<(usize, f32)> = self
+                .blocks
+                .iter()
+                .enumerate()
+                .map(|(k, (id, _, _))| (k, row[id.index()]))
+                .collect();
+            present.sort_by(|a, c| c.1.total_cmp(&a.1).then(a.0.cmp(&c.0)));
+            present.truncate(self.top_k);
+            let max = present.first().map_or(0.0, |p| p.1);
+            let exps: Vec<f32> = present.iter().map(|p| (p.1 - max).exp()).collect();
+            let total: f32 = exps.iter().sum();
+            for ((k, _), e) in present.iter().zip(exps) {
+                let (_, off, w) = self.blocks[*k];
+                let g = if total > 0.0 { e / total } else { 0.0 };
+                scale[b * self.d_in + off..b * self.d_in + off + w].fill(g.sqrt());
+            }
+        }
+        let scale = Tensor::from_vec(scale, (batch, self.d_in), x.device())?;
+        let mut y = (x * scale)?.matmul(proj_w)?;
+        if let Some(b) = proj_b {
+            y = y.broadcast_add(b)?;
+        }
+        Ok(y)
+    }
+}
+
+fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+fn load_trained(
+    path: &Path,
+    d_in: usize,
+    dim: usize,
+    device: &Device,
+) -> Result<Mode, PipelineError> {
+    let bytes = std::fs::read(path).map_err(|e| PipelineError::Io {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let mut tensors =
+        std::panic::catch_unwind(|| candle_core::safetensors::load_buffer(&bytes, device))
+            .map_err(|_| PipelineError::CorruptWeights {
+                path: path.to_owned(),
+                reason: "the safetensors reader panicked".into(),
+            })?
+            .map_err(|e| PipelineError::CorruptWeights {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+    let mut take = |name: &str,
+                    shape: &[usize],
+                    optional: bool|
+     -> Result<Option<Tensor>, PipelineError> {
+        match tensors.remove(name) {
+            None if optional => Ok(None),
+            None => Err(PipelineError::Fusion(format!(
+                "{} has no tensor `{name}`; expected shape {shape:?}",
+                path.display()
+            ))),
+            Some(t) if t.dims() != shape => Err(PipelineError::Fusion(format!(
+                "`{name}` in {} has shape {:?} but the present slots need {shape:?} \
+                 (D_in = {d_in} is the sum of the present slots' view widths); retrain for this slot set",
+                path.display(),
+                t.dims()
+            ))),
+            Some(t) => Ok(Some(t.to_dtype(DType::F32).map_err(fusion_err)?)),
+        }
+    };
+    let gate_w = take("gate.weight", &[ModelId::COUNT, d_in], false)?;
+    let gate_b = take("gate.bias", &[ModelId::COUNT], true)?;
+    let proj_w = take("proj.weight", &[dim, d_in], false)?;
+    let proj_b = take("proj.bias", &[dim], true)?;
+    let (Some(gate_w), Some(proj_w)) = (gate_w, proj_w) else {
+        return Err(PipelineError::Fusion(
+            "missing gate or projection weights".into(),
+        ));
+    };
+    Ok(Mode::Trained {
+        gate_w: gate_w
+            .t()
+            .and_then(|t| t.contiguous())
+            .map_err(fusion_err)?,
+        gate_b,
+        proj_w: proj_w
+            .t()
+            .and_then(|t| t.contiguous())
+            .map_err(fusion_err)?,
+        proj_b,
+    })
+}

@@ -1,0 +1,168 @@
+//! A twelve-slot text-embedding pipeline on [candle](https://github.com/huggingface/candle).
+//!
+//! Each [`ModelId`] is a *slot*. Configuration binds every slot to a backend:
+//!
+//! | slot | backend (default) | output |
+//! |---|---|---|
+//! | `semantic`, `code`, `graph`, `multimodal` (text side), `entity` | all-MiniLM-L6-v2, pooling from `1_Pooling` (mean) | dense, unit norm |
+//! | `causal` | all-MiniLM-L6-v2, cause / effect heads | two dense unit vectors |
+//! | `late_interaction` | all-MiniLM-L6-v2, per-token head | one unit vector per token |
+//! | `temporal_recent`, `temporal_periodic`, `temporal_positional` | built-in | dense, unit norm |
+//! | `hdc` | built-in (bipolar hypervectors) | dense, unit norm |
+//! | `sparse` | built-in (tokenizer vocabulary) | index/value pairs |
+//!
+//! **Sharing.** Slots bound to the same checkpoint share *one* forward pass per
+//! chunk: the trunk runs once and only the heads differ. Slots with the same
+//! checkpoint *and* head produce the same vector, computed once and shared
+//! (`Arc`): by default `semantic`, `code`, `graph`, `multimodal` and `entity`
+//! are one vector. [`EmbeddingPipeline::describe`] lists, per slot, which
+//! slots share its trunk and its output, and which run a dedicated model.
+//!
+//! **Fusion** (fusemoe) gates and projects the slot outputs to one vector
+//! (default 1536 dims); see the `fusion` section below.
+//!
+//! **Tokenization** follows sentence-transformers: pad to the chunk's longest
+//! item, truncate at `max_seq_length` (from `sentence_bert_config.json`, 256
+//! for MiniLM), not the shipped `tokenizer.json`'s fixed 128.
+//!
+//! # Example
+//! Built-in slots need no model files:
+//! ```
+//! use embeddings_pipeline::{EmbedInput, EmbeddingPipeline, ModelId};
+//!
+//! let pipeline = EmbeddingPipeline::builder()
+//!     .only(&[ModelId::TemporalRecent, ModelId::TemporalPeriodic, ModelId::TemporalPositional])
+//!     .reference_time("2024-06-01T00:00:00Z".parse()?)
+//!     .build()?;
+//! let out = pipeline.embed(&[
+//!     EmbedInput::new("deploy finished").with_timestamp_rfc3339("2024-05-31T18:00:00Z")?,
+//!     EmbedInput::new("next step").with_position(1),
+//! ])?;
+//! assert_eq!(out.len(), 2);
+//! assert_eq!(out[0].dense(ModelId::TemporalRecent).map(<[f32]>::len), Some(16));
+//! assert_eq!(out[0].fused().map(<[f32]>::len), Some(1536));
+//! assert!(out[0].get(ModelId::Semantic).is_none()); // switched off
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//! With the model present (`EMBEDDINGS_MODELS_DIR` or `.models_dir(…)`):
+//! ```no_run
+//! # use embeddings_pipeline::{EmbeddingPipeline, ModelId};
+//! let pipeline = EmbeddingPipeline::builder().models_dir("models").build()?;
+//! println!("{}", pipeline.describe());
+//! let out = pipeline.embed_texts(&["A man is eating food."])?;
+//! let semantic = out[0].dense(ModelId::Semantic);
+//! # Ok::<(), embeddings_pipeline::PipelineError>(())
+//! ```
+//!
+//! # Configuration (TOML)
+//! ```toml
+//! models_dir = "/srv/models"      # relative model paths resolve here
+//! max_batch_size = 32             # chunk size; bounds memory for huge batches
+//! device = "cpu"                  # or "cuda" (feature `cuda`)
+//! builtin_tokenizer = "default"   # tokenizer of `sparse` and `hdc`
+//!
+//! [input]
+//! truncation = "truncate"         # or "reject" (typed error per item)
+//! empty_text = "embed"            # or "reject"
+//!
+//! [models.default]                # implicit when absent
+//! path = "all-MiniLM-L6-v2"
+//! [models.code]
+//! hf_repo = "microsoft/codebert-base"   # $HF_HOME/hub/models--microsoft--codebert-base/snapshots/<rev>/
+//! revision = "main"
+//! max_seq_length = 512
+//!
+//! [slots.code]
+//! model = "code"
+//! pooling = "cls"                 # auto (from 1_Pooling) | mean | cls
+//! [slots.graph]
+//! enabled = false
+//!
+//! [temporal]
+//! reference_time = "2025-01-01T00:00:00Z"
+//! half_lives_hours = [1, 24, 168, 720]
+//! periodic_harmonics = 4
+//! positional_dim = 64
+//!
+//! [hdc]
+//! dim = 1024
+//! max_ngram = 3
+//!
+//! [late_interaction]
+//! project_dim = 128
+//!
+//! [fusion]
+//! dim = 1536
+//! top_k = 8
+//! weights = { semantic = 2.0, hdc = 0.5 }
+//! # trained_weights = "fusion.safetensors"
+//! ```
+//!
+//! # Inputs and bad input
+//! - Empty text: embedded (`[CLS] [SEP]`, as sentence-transformers does;
+//!   `sparse` is empty, `hdc` is the tie-break vector) unless
+//!   `empty_text = "reject"`.
+//! - Too many tokens: truncated ([`MultiEmbedding::truncated`]) unless
+//!   `truncation = "reject"`.
+//! - Timestamps outside years 1..=9999: [`InputError::TimestampOutOfRange`];
+//!   unparsable RFC 3339: [`InputError::InvalidTimestamp`].
+//! - Empty batch: `Ok(vec![])`.
+//! - Huge batch: sorted by length, processed in chunks of `max_batch_size`.
+//! - [`EmbeddingPipeline::embed`] is all-or-nothing (first bad input, by
+//!   index, before any model runs); [`EmbeddingPipeline::embed_each`] gives a
+//!   result per input so a bad input fails only itself.
+//!
+//! # Built-in slots
+#![doc = include_str!("../docs/builtin.md")]
+//!
+//! # Heads
+#![doc = include_str!("../docs/heads.md")]
+//!
+//! # Fusion
+#![doc = include_str!("../docs/fusion.md")]
+//!
+//! # Feature flags
+//! - `cuda`: CUDA support (`device = "cuda"` opens device 0; the driver
+//!   library is checked for first and a missing one is a typed error).
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod builtin;
+mod config;
+mod device;
+mod error;
+mod fusion;
+mod input;
+mod output;
+mod pipeline;
+mod registry;
+mod rng;
+mod source;
+mod tokenize;
+mod transformer;
+
+pub use config::{
+    DEFAULT_MODEL, DEFAULT_MODEL_DIR, DeviceKind, EmptyTextPolicy, FusionConfig, HdcConfig,
+    InputConfig, LateInteractionConfig, ModelSource, PipelineConfig, Pooling, SlotConfig,
+    TemporalConfig, TruncationPolicy, is_transformer_slot,
+};
+pub use device::cuda_driver_present;
+pub use embeddings_types::{ErrorKind, ModelId, OutputKind};
+pub use error::{InputError, PipelineError};
+pub use input::EmbedInput;
+pub use output::{CausalPair, MultiEmbedding, SlotOutput, SparseVector, TokenVectors, cosine};
+pub use pipeline::{EmbeddingPipeline, PipelineBuilder};
+pub use registry::{
+    Backend, FusionReport, HeadKind, ModelRegistry, ModelReport, SlotReport, SlotState,
+};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pipeline_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::EmbeddingPipeline>();
+        check::<crate::MultiEmbedding>();
+        check::<crate::PipelineError>();
+    }
+}

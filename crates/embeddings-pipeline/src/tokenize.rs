@@ -1,0 +1,111 @@
+//! Tokenization that follows sentence-transformers rather than the padding and
+//! truncation settings shipped in `tokenizer.json`.
+//!
+//! Texts are encoded once *without* special tokens and without truncation;
+//! transformer slots then keep the first `max_len - specials` content tokens
+//! and add the special tokens through the tokenizer's own post-processor
+//! (`[CLS] … [SEP]` for BERT), exactly what `tokenizer(…, truncation=True,
+//! max_length=max_seq_length)` does. Padding is done later, per chunk, to the
+//! chunk's longest item. Built-in slots (`Sparse`, `Hdc`) use the content
+//! tokens of the whole text.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{Encoding, Tokenizer, TruncationDirection};
+
+use crate::error::PipelineError;
+
+/// A loaded `tokenizer.json` with padding and truncation switched off.
+pub(crate) struct TextTokenizer {
+    inner: Tokenizer,
+    path: PathBuf,
+    /// Special tokens the post-processor adds to a single sequence.
+    specials: usize,
+    vocab_size: usize,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("path", &self.path)
+            .field("vocab_size", &self.vocab_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One text, tokenized.
+#[derive(Debug, Clone)]
+pub(crate) struct Tokens {
+    /// Content token ids (no special tokens), whole text.
+    pub(crate) content: Encoding,
+}
+
+impl TextTokenizer {
+    pub(crate) fn load(path: &Path) -> Result<Self, PipelineError> {
+        let err = |reason: String| PipelineError::Tokenizer {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut inner = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| err(e.to_string()))?;
+        let empty = inner
+            .encode_fast("", true)
+            .map_err(|e| err(e.to_string()))?;
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self {
+            inner,
+            path: path.to_owned(),
+            specials: empty.len(),
+            vocab_size,
+        })
+    }
+
+    /// Vocabulary size, added tokens included.
+    pub(crate) fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Encodes every text; a failing text gets its own error, the others
+    /// are unaffected.
+    pub(crate) fn encode_all(&self, texts: &[&str]) -> Vec<Result<Tokens, String>> {
+        match self.inner.encode_batch_fast(texts.to_vec(), false) {
+            Ok(encs) => encs
+                .into_iter()
+                .map(|content| Ok(Tokens { content }))
+                .collect(),
+            Err(_) => texts
+                .iter()
+                .map(|t| {
+                    self.inner
+                        .encode_fast(*t, false)
+                        .map(|content| Tokens { content })
+                        .map_err(|e| e.to_string())
+                })
+                .collect(),
+        }
+    }
+
+    /// Number of tokens the model would see without truncation.
+    pub(crate) fn full_len(&self, tokens: &Tokens) -> usize {
+        tokens.content.len() + self.specials
+    }
+
+    /// Model input ids: content truncated to `max_len - specials`, then the
+    /// special tokens added by the post-processor.
+    pub(crate) fn model_ids(&self, tokens: &Tokens, max_len: usize) -> Result<Vec<u32>, String> {
+        let mut enc = tokens.content.clone();
+        let keep = max_len.saturating_sub(self.specials);
+        if enc.len() > keep {
+            enc.truncate(keep, 0, TruncationDirection::Right);
+            enc.get_overflowing_mut().clear();
+        }
+        let processed = self
+            .inner
+            .post_process(enc, None, true)
+            .map_err(|e| e.to_string())?;
+        Ok(processed.get_ids().to_vec())
+    }
+}
