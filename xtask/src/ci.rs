@@ -21,11 +21,26 @@ pub(crate) fn run() -> Result {
             .status()
             .map_err(|e| format!("{name}: could not start cargo: {e}"))?;
         println!("==> xtask ci: {name}: {status} in {:.1?}", t.elapsed());
-        if status.success() { Ok(()) } else { Err(format!("{name} failed ({status})")) }
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{name} failed ({status})"))
+        }
     };
 
     step("fmt", &["fmt", "--all", "--", "--check"], &[])?;
-    step("clippy", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    step(
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
 
     // The exposition tests run the real Prometheus parser.
     let promtool = tools::ensure_promtool()?;
@@ -35,14 +50,37 @@ pub(crate) fn run() -> Result {
     println!("\n==> xtask ci: fetch-models");
     fetch_models::run()?;
 
-    step("test", &["test", "--workspace"], &[("EMBEDDINGS_PROMTOOL", &promtool)])?;
-    step("doc", &["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
-    step("no-default-features", &["build", "--workspace", "--no-default-features"], &[])?;
+    step(
+        "test",
+        &["test", "--workspace"],
+        &[("EMBEDDINGS_PROMTOOL", &promtool)],
+    )?;
+    step(
+        "doc",
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    step(
+        "no-default-features",
+        &["build", "--workspace", "--no-default-features"],
+        &[],
+    )?;
 
     if tools::which("nvcc").is_some() {
-        step("cuda", &["check", "--workspace", "--features", "embeddings-pipeline/cuda"], &[])?;
+        step(
+            "cuda",
+            &[
+                "check",
+                "--workspace",
+                "--features",
+                "embeddings-pipeline/cuda",
+            ],
+            &[],
+        )?;
     } else {
-        println!("\n==> xtask ci: cuda: skipped (nvcc not found; the `cuda` feature is checked on a machine with the CUDA toolkit)");
+        println!(
+            "\n==> xtask ci: cuda: skipped (nvcc not found; the `cuda` feature is checked on a machine with the CUDA toolkit)"
+        );
     }
 
     println!("\n==> xtask ci: all green in {:.1?}", started.elapsed());

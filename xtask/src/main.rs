@@ -13,9 +13,9 @@
 mod ci;
 mod demo;
 mod fetch_models;
-mod tools;
 #[cfg(test)]
 mod tidy;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -40,7 +40,9 @@ fn dependency_names(manifest: &toml::Table, dev: bool) -> Vec<String> {
 fn library_dependencies_point_only_downward() {
     let mut seen = 0;
     for (layer, krate) in LAYERS.iter().enumerate() {
-        let Some(manifest) = manifest(krate) else { continue };
+        let Some(manifest) = manifest(krate) else {
+            continue;
+        };
         seen += 1;
         for dep in dependency_names(&manifest, true) {
             if let Some(dep_layer) = LAYERS.iter().position(|l| *l == dep) {
@@ -51,7 +53,10 @@ fn library_dependencies_point_only_downward() {
             }
         }
     }
-    assert!(seen >= 2, "expected to find the library crates under crates/");
+    assert!(
+        seen >= 2,
+        "expected to find the library crates under crates/"
+    );
 }
 
 #[test]
@@ -67,7 +72,9 @@ fn types_depends_only_on_serde_chrono_thiserror() {
 
 #[test]
 fn metrics_and_health_know_nothing_of_tensors_runtimes_or_http() {
-    let forbidden = ["candle", "tokio", "hyper", "axum", "reqwest", "tower", "http", "cudarc"];
+    let forbidden = [
+        "candle", "tokio", "hyper", "axum", "reqwest", "tower", "http", "cudarc",
+    ];
     for krate in ["embeddings-metrics", "embeddings-health"] {
         let manifest = manifest(krate).expect("library crate manifest");
         for dep in dependency_names(&manifest, false) {
@@ -80,7 +87,9 @@ fn metrics_and_health_know_nothing_of_tensors_runtimes_or_http() {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -106,7 +115,10 @@ fn every_source_file_starts_with_a_module_doc() {
         .filter(|f| !fs::read_to_string(f).is_ok_and(|t| t.trim_start().starts_with("//!")))
         .map(|f| f.strip_prefix(&root).unwrap_or(f).display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a leading `//!` doc: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading `//!` doc: {missing:?}"
+    );
 }
 
 #[test]
@@ -114,16 +126,28 @@ fn ci_runs_exactly_the_readme_test_command() {
     let root = project_root();
     let ci = fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
     let readme = fs::read_to_string(root.join("README.md")).expect("README.md");
-    assert!(ci.contains("cargo xtask ci"), ".ci/run must call `cargo xtask ci`");
+    assert!(
+        ci.contains("cargo xtask ci"),
+        ".ci/run must call `cargo xtask ci`"
+    );
     let head: String = readme.lines().take(25).collect::<Vec<_>>().join("\n");
-    assert!(head.contains("cargo xtask ci"), "README.md must show `cargo xtask ci` at the top");
+    assert!(
+        head.contains("cargo xtask ci"),
+        "README.md must show `cargo xtask ci` at the top"
+    );
 }
 
 #[test]
 fn library_crates_deny_missing_docs() {
     for krate in LAYERS {
         let lib = project_root().join("crates").join(krate).join("src/lib.rs");
-        let Ok(text) = fs::read_to_string(&lib) else { continue };
-        assert!(text.contains("#![deny(missing_docs)]"), "{} lacks #![deny(missing_docs)]", lib.display());
+        let Ok(text) = fs::read_to_string(&lib) else {
+            continue;
+        };
+        assert!(
+            text.contains("#![deny(missing_docs)]"),
+            "{} lacks #![deny(missing_docs)]",
+            lib.display()
+        );
     }
 }

@@ -27,22 +27,36 @@ pub(crate) fn ensure_promtool() -> Result<PathBuf> {
             c
         };
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        let status = cmd
-            .status()
-            .map_err(|e| format!("could not run apt-get ({e}); install promtool by hand: apt-get install prometheus"))?;
+        let status = cmd.status().map_err(|e| {
+            format!(
+                "could not run apt-get ({e}); install promtool by hand: apt-get install prometheus"
+            )
+        })?;
         if status.success() {
             Ok(())
         } else {
-            Err(format!("`apt-get {}` failed ({status}); install promtool by hand: apt-get install prometheus", args.join(" ")))
+            Err(format!(
+                "`apt-get {}` failed ({status}); install promtool by hand: apt-get install prometheus",
+                args.join(" ")
+            ))
         }
     };
     apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "--no-install-recommends", "prometheus"])?;
-    which("promtool").ok_or_else(|| "promtool is still missing after installing `prometheus`".to_owned())
+    apt(&[
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "prometheus",
+    ])?;
+    which("promtool")
+        .ok_or_else(|| "promtool is still missing after installing `prometheus`".to_owned())
 }
 
 /// Finds an executable on `PATH`.
 pub(crate) fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }

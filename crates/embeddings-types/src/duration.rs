@@ -34,9 +34,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
 /// [`TypesError::InvalidDuration`](crate::TypesError::InvalidDuration) for a
 /// negative, infinite, NaN or too-large number of seconds.
 pub fn from_secs(seconds: f64) -> Result<Duration, crate::TypesError> {
-    let exact = Duration::try_from_secs_f64(seconds).map_err(|_| crate::TypesError::InvalidDuration { seconds })?;
+    let exact = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| crate::TypesError::InvalidDuration { seconds })?;
     // Round to whole microseconds: the documented precision of the JSON form.
     let micros = (exact.as_nanos() + 500) / 1_000;
-    let micros = u64::try_from(micros).map_err(|_| crate::TypesError::InvalidDuration { seconds })?;
+    let micros =
+        u64::try_from(micros).map_err(|_| crate::TypesError::InvalidDuration { seconds })?;
     Ok(Duration::from_micros(micros))
 }

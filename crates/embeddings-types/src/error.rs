@@ -27,7 +27,9 @@ pub enum TypesError {
         max: usize,
     },
     /// A duration in seconds was negative, infinite or NaN.
-    #[error("invalid duration {seconds} s: a duration must be a finite, non-negative number of seconds")]
+    #[error(
+        "invalid duration {seconds} s: a duration must be a finite, non-negative number of seconds"
+    )]
     InvalidDuration {
         /// The value that was given.
         seconds: f64,

@@ -35,8 +35,13 @@ pub struct ComponentHealth {
 impl ComponentHealth {
     /// The component names reported by
     /// [`HealthStatus::unhealthy_components`], in report order.
-    pub const NAMES: [&'static str; 5] =
-        ["model_registry", "batch_processor", "fusemoe", "cache_manager", "gpu"];
+    pub const NAMES: [&'static str; 5] = [
+        "model_registry",
+        "batch_processor",
+        "fusemoe",
+        "cache_manager",
+        "gpu",
+    ];
 
     /// Every component operational; `gpu_required` as given.
     #[must_use]
@@ -150,7 +155,13 @@ impl HealthStatus {
     #[must_use]
     pub fn unhealthy_components(&self) -> Vec<&'static str> {
         let c = &self.components;
-        let up = [c.model_registry, c.batch_processor, c.fusemoe, c.cache_manager, c.gpu_ok()];
+        let up = [
+            c.model_registry,
+            c.batch_processor,
+            c.fusemoe,
+            c.cache_manager,
+            c.gpu_ok(),
+        ];
         ComponentHealth::NAMES
             .iter()
             .zip(up)

@@ -54,10 +54,20 @@ fn bad_names_and_indices_are_typed_errors_that_list_the_valid_choices() {
     assert!(" semantic".parse::<ModelId>().is_err());
     assert_eq!(
         ModelId::from_index(12),
-        Err(TypesError::IndexOutOfRange { what: "model", index: 12, max: 11 })
+        Err(TypesError::IndexOutOfRange {
+            what: "model",
+            index: 12,
+            max: 11
+        })
     );
     assert!(ModelId::try_from(255u8).is_err());
-    assert!("queue".parse::<Stage>().unwrap_err().to_string().contains("queue_wait"));
+    assert!(
+        "queue"
+            .parse::<Stage>()
+            .unwrap_err()
+            .to_string()
+            .contains("queue_wait")
+    );
     assert!(ErrorKind::from_index(6).is_err());
 }
 
@@ -66,7 +76,10 @@ fn output_kinds() {
     assert_eq!(ModelId::Sparse.output_kind(), OutputKind::Sparse);
     assert_eq!(ModelId::LateInteraction.output_kind(), OutputKind::PerToken);
     assert_eq!(ModelId::Causal.output_kind(), OutputKind::Dense);
-    assert_eq!(serde_json::to_string(&OutputKind::PerToken).unwrap(), "\"per_token\"");
+    assert_eq!(
+        serde_json::to_string(&OutputKind::PerToken).unwrap(),
+        "\"per_token\""
+    );
 }
 
 #[test]
@@ -77,7 +90,9 @@ fn model_ids_serialize_as_names_also_as_map_keys() {
     assert_eq!(json, r#"{"temporal_recent":7}"#);
     let back: HashMap<ModelId, u64> = serde_json::from_str(&json).unwrap();
     assert_eq!(back, map);
-    let err = serde_json::from_str::<ModelId>("\"nope\"").unwrap_err().to_string();
+    let err = serde_json::from_str::<ModelId>("\"nope\"")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("late_interaction"), "{err}");
 }
 
@@ -89,7 +104,10 @@ fn durations_serialize_as_seconds_and_reject_what_is_not_a_duration() {
     assert_eq!(json["uptime"], serde_json::json!(93.25));
     for bad in ["-1.0", "1e400"] {
         let text = json.to_string().replace("93.25", bad);
-        assert!(serde_json::from_str::<HealthStatus>(&text).is_err(), "{bad} accepted");
+        assert!(
+            serde_json::from_str::<HealthStatus>(&text).is_err(),
+            "{bad} accepted"
+        );
     }
     assert!(matches!(
         embeddings_types::duration::from_secs(f64::NAN),
@@ -119,7 +137,15 @@ fn component_health_without_gpu_required_field_defaults_to_cpu_deployment() {
 fn health_status_questions() {
     let fresh = HealthStatus::new();
     assert!(!fresh.healthy && !fresh.is_fully_healthy() && !fresh.is_minimum_viable());
-    assert_eq!(fresh.unhealthy_components(), ["model_registry", "batch_processor", "fusemoe", "cache_manager"]);
+    assert_eq!(
+        fresh.unhealthy_components(),
+        [
+            "model_registry",
+            "batch_processor",
+            "fusemoe",
+            "cache_manager"
+        ]
+    );
 
     let mut s = HealthStatus::new();
     s.healthy = true;
@@ -160,18 +186,20 @@ fn finite() -> impl Strategy<Value = f64> {
 }
 
 fn histogram() -> impl Strategy<Value = HistogramSnapshot> {
-    (any::<[u64; 9]>(), finite(), 0.0f64..1.0).prop_map(|(v, mean, relative_error)| HistogramSnapshot {
-        count: v[0],
-        sum: v[1],
-        min: v[2],
-        max: v[3],
-        mean,
-        p50: v[4],
-        p90: v[5],
-        p95: v[6],
-        p99: v[7],
-        p999: v[8],
-        relative_error,
+    (any::<[u64; 9]>(), finite(), 0.0f64..1.0).prop_map(|(v, mean, relative_error)| {
+        HistogramSnapshot {
+            count: v[0],
+            sum: v[1],
+            min: v[2],
+            max: v[3],
+            mean,
+            p50: v[4],
+            p90: v[5],
+            p95: v[6],
+            p99: v[7],
+            p999: v[8],
+            relative_error,
+        }
     })
 }
 
