@@ -32,7 +32,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use embeddings_metrics::{Clock, MetricsConfig, PipelineMetrics};
+use embeddings_metrics::{
+    Clock, Counter, DEFAULT_LATENCY_BOUNDS_US, Encoder, ExportBounds, Family as MetricFamily,
+    Format, Histogram, Labels, MetricsConfig, PipelineMetrics, Value,
+};
 use embeddings_types::{ErrorKind, ModelId, Stage};
 
 const PROMTOOL_MISSING: &str =
@@ -156,6 +159,94 @@ fn openmetrics_rendering_is_strictly_valid_and_matches_prometheus() {
     );
     promtool_check(&write_temp("translated.prom", &translated));
     check_openmetrics(&PipelineMetrics::new().render_openmetrics());
+}
+
+/// Custom families written with the public encoder — counters, gauges of
+/// every value kind, histograms in seconds and in plain integers, labels
+/// needing escapes — followed by a recorder's own exposition through the
+/// same encoder, as a server exposing both would.
+fn custom_exposition(format: Format) -> String {
+    let requests =
+        MetricFamily::counter("app_requests", "Requests by route, \"quoted\" help.").unwrap();
+    let temperature = MetricFamily::gauge("app_temperature_celsius", "A gauge.").unwrap();
+    let latency = MetricFamily::histogram(
+        "app_latency_seconds",
+        "Request latency.",
+        ExportBounds::new(&DEFAULT_LATENCY_BOUNDS_US, 6, 6).unwrap(),
+    )
+    .unwrap();
+    let payload = MetricFamily::histogram(
+        "app_payload_bytes",
+        "Payload sizes.",
+        ExportBounds::new(&[0, 64, 1024, 65_536], 0, 6).unwrap(),
+    )
+    .unwrap();
+    let routes: Vec<Labels> = ["/", "/embed", "/odd \"route\"\\x\ny"]
+        .iter()
+        .map(|r| Labels::new([("route", *r), ("replica", "eu-1")]).unwrap())
+        .collect();
+    let counters: Vec<Counter> = routes.iter().map(|_| Counter::new()).collect();
+    let histograms: Vec<Histogram> = routes.iter().map(|_| Histogram::new()).collect();
+    let sizes = Histogram::new();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (counters, histograms, sizes) = (&counters, &histograms, &sizes);
+            s.spawn(move || {
+                for i in 0..3_000u64 {
+                    let r = ((i + t) % 3) as usize;
+                    counters[r].inc();
+                    histograms[r].record(50 + (i * 7_919) % 3_000_000);
+                    sizes.record((i * 31) % 100_000);
+                }
+            });
+        }
+    });
+
+    let mut text = String::new();
+    let mut e = Encoder::new(&mut text, format);
+    let mut f = e.family(&requests).unwrap();
+    for (labels, counter) in routes.iter().zip(&counters) {
+        f.counter(labels, counter.get()).unwrap();
+    }
+    let mut f = e.family(&temperature).unwrap();
+    f.gauge(&routes[0], -4_i64).unwrap();
+    f.gauge(&routes[1], 21.25).unwrap();
+    f.gauge(
+        &routes[2],
+        Value::Scaled {
+            value: 36_600,
+            decimals: 3,
+        },
+    )
+    .unwrap();
+    let mut f = e.family(&latency).unwrap();
+    for (labels, histogram) in routes.iter().zip(&histograms) {
+        f.histogram(labels, histogram).unwrap();
+    }
+    e.family(&payload)
+        .unwrap()
+        .histogram_counts(&Labels::empty(), &sizes.counts())
+        .unwrap();
+    // The recorder's own families, prefixed apart, through the same encoder.
+    let metrics = workload();
+    let own = match format {
+        Format::Prometheus => metrics.render_prometheus(),
+        Format::OpenMetrics => metrics.render_openmetrics(),
+    };
+    e.finish().unwrap();
+    // Both end the exposition: keep a single `# EOF`, last.
+    let body = text.strip_suffix("# EOF\n").unwrap_or(&text).to_owned();
+    body + &own
+}
+
+#[test]
+fn custom_families_pass_promtool_and_the_strict_openmetrics_check() {
+    let prom = custom_exposition(Format::Prometheus);
+    promtool_check(&write_temp("custom.prom", &prom));
+    let om = custom_exposition(Format::OpenMetrics);
+    check_openmetrics(&om);
+    let translated = openmetrics_to_prometheus(&om);
+    promtool_check(&write_temp("custom-translated.prom", &translated));
 }
 
 #[test]

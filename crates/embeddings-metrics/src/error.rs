@@ -28,7 +28,8 @@ pub enum MetricsError {
          (nearest edges: {below} and {above}); use one of them or MetricsConfig::snap_bounds"
     )]
     BoundNotAnEdge {
-        /// Which bound list (`"latency"` or `"batch_size"`).
+        /// Which bound list (`"latency"` or `"batch_size"` of a config,
+        /// `"export"` for [`ExportBounds::new`](crate::ExportBounds::new)).
         family: &'static str,
         /// The offending bound.
         bound: u64,
@@ -62,6 +63,25 @@ pub enum MetricsError {
          and not one of le, model, stage, kind, window"
     )]
     InvalidLabelName {
+        /// The value given.
+        name: String,
+    },
+    /// A metric family name is invalid: it must match
+    /// `[a-zA-Z_][a-zA-Z0-9_]*`, and a counter's must not end in `_total`
+    /// (the encoder appends it).
+    #[error(
+        "invalid metric name `{name}`: use [a-zA-Z_][a-zA-Z0-9_]*, and name a counter without `_total`"
+    )]
+    InvalidMetricName {
+        /// The value given.
+        name: String,
+    },
+    /// A series label name is invalid, reserved or repeated.
+    #[error(
+        "invalid label name `{name}`: use [a-zA-Z_][a-zA-Z0-9_]*, not starting with `__`, \
+         not `le`, and each name once"
+    )]
+    InvalidLabel {
         /// The value given.
         name: String,
     },

@@ -27,14 +27,22 @@
 //! OpenMetrics names a counter family without `_total` and its sample with it,
 //! adds `# UNIT` for families with a unit suffix (`_seconds`, `_bytes`),
 //! escapes `"` in HELP text, and ends with `# EOF`.
+//!
+//! # One code path
+//!
+//! Everything here is written through the public [`Encoder`](crate::Encoder):
+//! the families, label sets and `le` texts of a recorder are prepared once,
+//! when it is built ([`Exposition`]), so a scrape only reads and formats
+//! numbers.
 
 use std::fmt::{self, Write};
 use std::sync::atomic::Ordering;
 
 use embeddings_types::{ErrorKind, ModelId, Stage};
 
+use crate::config::MetricsConfig;
+use crate::encode::{Encoder, ExportBounds, Family, Labels, Value};
 use crate::gauges::MemoryGauge;
-use crate::histogram::{BoundIndex, Histogram, HistogramCounts};
 use crate::pipeline::PipelineMetrics;
 
 /// `Content-Type` of [`PipelineMetrics::render_prometheus`].
@@ -63,275 +71,163 @@ impl Format {
     }
 }
 
-/// Escapes a label value: backslash, double quote and newline.
-pub fn escape_label_value(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+const MODELS: usize = ModelId::COUNT;
+const KINDS: usize = ErrorKind::COUNT;
+const STAGES: usize = Stage::COUNT;
+
+/// The counters without labels, in output order: (name, help).
+const SIMPLE_COUNTERS: [(&str, &str); 6] = [
+    ("generated", "Embeddings generated successfully."),
+    ("cache_hits", "Embedding-cache hits."),
+    ("cache_misses", "Embedding-cache misses."),
+    (
+        "cache_evictions",
+        "Entries evicted from the embedding cache.",
+    ),
+    ("batches", "Batches processed."),
+    ("batch_items", "Items in all processed batches."),
+];
+
+/// The integer gauges without labels, in output order: (name, help).
+const PLAIN_GAUGES: [(&str, &str); 4] = [
+    ("queue_depth", "Items waiting in the submission queue."),
+    (
+        "queue_depth_max",
+        "Largest queue depth since start or reset.",
+    ),
+    ("in_flight_requests", "Requests being processed."),
+    ("workers", "Worker threads running inference."),
+];
+
+/// The caller-set memory gauges, in [`MemoryGauge::ALL`] order: (name, help).
+const MEMORY_GAUGES: [(&str, &str); 5] = [
+    (
+        "process_resident_memory_bytes",
+        "Resident set size of the process.",
+    ),
+    ("gpu_memory_used_bytes", "GPU memory in use."),
+    ("gpu_memory_capacity_bytes", "GPU memory in total."),
+    ("cache_memory_bytes", "Memory held by the embedding cache."),
+    ("cache_entries", "Entries in the embedding cache."),
+];
+
+/// Windows of the throughput gauge, in output order.
+const WINDOWS: [&str; 3] = ["10s", "60s", "lifetime"];
+
+/// Everything fixed about a recorder's exposition, prepared once from its
+/// config: families (names with the prefix, headers of both formats, `le`
+/// texts) and label sets (constant labels first, values escaped).
+#[derive(Debug)]
+pub(crate) struct Exposition {
+    simple_counters: [Family; 6],
+    errors: Family,
+    model_requests: Family,
+    model_errors: Family,
+    latency_ema: Family,
+    model_latency_ema: Family,
+    throughput: Family,
+    errors_per_minute: Family,
+    uptime: Family,
+    plain_gauges: [Family; 4],
+    memory: [Family; 5],
+    latency: Family,
+    model_latency: Family,
+    stage_latency: Family,
+    batch_latency: Family,
+    batch_size: Family,
+    /// Only the constant labels.
+    none: Labels,
+    model: [Labels; MODELS],
+    stage: [Labels; STAGES],
+    kind: [Labels; KINDS],
+    model_kind: [[Labels; KINDS]; MODELS],
+    window: [Labels; 3],
 }
 
-/// `name="value",...` for the constant labels, escaped once at construction.
-pub(crate) fn render_const_labels(labels: &[(String, String)]) -> String {
-    let mut out = String::new();
-    for (i, (name, value)) in labels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(name);
-        out.push_str("=\"");
-        escape_label_value(value, &mut out);
-        out.push('"');
-    }
-    out
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// A sample value.
-#[derive(Debug, Clone, Copy)]
-enum Value {
-    Int(u64),
-    /// Integer µs written as decimal seconds.
-    Micros(u64),
-    Float(f64),
-}
-
-/// Writes `n` in decimal without going through `fmt` machinery.
-fn write_u64<W: Write>(out: &mut W, mut n: u64) -> fmt::Result {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    out.write_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"))
-}
-
-/// Writes integer µs as exact decimal seconds (`1500` → `0.0015`); with
-/// `canonical`, an integral result gets `.0` (`1000000` → `1.0`).
-fn write_seconds<W: Write>(out: &mut W, micros: u64, canonical: bool) -> fmt::Result {
-    write_u64(out, micros / 1_000_000)?;
-    let mut frac = micros % 1_000_000;
-    if frac == 0 {
-        return if canonical {
-            out.write_str(".0")
-        } else {
-            Ok(())
+impl Exposition {
+    /// Prepares the exposition of a recorder with `config` (validated by the
+    /// caller, or the default).
+    pub(crate) fn new(config: &MetricsConfig) -> Self {
+        let prefix = config.prefix.as_str();
+        let name = |n: &str| format!("{prefix}{n}");
+        let counter = |n: &str, help: &str| Family::unchecked_counter(&name(n), help);
+        let gauge = |n: &str, help: &str| Family::unchecked_gauge(&name(n), help);
+        let bits = config.histogram_precision_bits;
+        let seconds = ExportBounds::unchecked(&config.latency_bounds_us, 6, bits);
+        let histogram = |n: &str, help: &str, bounds: &ExportBounds| {
+            Family::unchecked_histogram(&name(n), help, bounds.clone())
         };
-    }
-    let mut digits = 6;
-    while frac.is_multiple_of(10) {
-        frac /= 10;
-        digits -= 1;
-    }
-    let mut buf = [b'0'; 7];
-    buf[0] = b'.';
-    let mut i = digits;
-    while frac > 0 {
-        buf[i] = b'0' + (frac % 10) as u8;
-        frac /= 10;
-        i -= 1;
-    }
-    out.write_str(std::str::from_utf8(&buf[..=digits]).unwrap_or(""))
-}
-
-struct Encoder<'a, W> {
-    out: &'a mut W,
-    om: bool,
-    prefix: &'a str,
-    consts: &'a str,
-    counts: HistogramCounts,
-    cumulative: Vec<u64>,
-    line: String,
-}
-
-impl<W: Write> Encoder<'_, W> {
-    fn family(&mut self, name: &str, kind: Kind, help: &str) -> fmt::Result {
-        let counter = kind == Kind::Counter;
-        // Prometheus: the family is named like its sample (`x_total`).
-        // OpenMetrics: the family is `x`, its sample `x_total`.
-        let suffix = if counter && !self.om { "_total" } else { "" };
-        self.out.write_str("# HELP ")?;
-        self.name(name, suffix)?;
-        self.out.write_char(' ')?;
-        for c in help.chars() {
-            match c {
-                '\\' => self.out.write_str("\\\\")?,
-                '\n' => self.out.write_str("\\n")?,
-                '"' if self.om => self.out.write_str("\\\"")?,
-                c => self.out.write_char(c)?,
-            }
-        }
-        self.out.write_str("\n# TYPE ")?;
-        self.name(name, suffix)?;
-        self.out.write_str(match kind {
-            Kind::Counter => " counter\n",
-            Kind::Gauge => " gauge\n",
-            Kind::Histogram => " histogram\n",
-        })?;
-        if self.om {
-            let unit = ["seconds", "bytes"]
-                .into_iter()
-                .find(|u| name.strip_suffix(u).is_some_and(|rest| rest.ends_with('_')));
-            if let Some(unit) = unit {
-                self.out.write_str("# UNIT ")?;
-                self.name(name, "")?;
-                self.out.write_char(' ')?;
-                self.out.write_str(unit)?;
-                self.out.write_char('\n')?;
-            }
-        }
-        Ok(())
-    }
-
-    fn name(&mut self, name: &str, suffix: &str) -> fmt::Result {
-        self.out.write_str(self.prefix)?;
-        self.out.write_str(name)?;
-        self.out.write_str(suffix)
-    }
-
-    /// One sample line. Label values here are this crate's `snake_case`
-    /// names (model, stage, kind, window), which need no escaping; constant
-    /// labels were escaped at construction.
-    fn sample(
-        &mut self,
-        name: &str,
-        suffix: &str,
-        labels: &[(&str, &str)],
-        value: Value,
-    ) -> fmt::Result {
-        self.name(name, suffix)?;
-        let any = !self.consts.is_empty() || !labels.is_empty();
-        if any {
-            self.out.write_char('{')?;
-            let mut first = true;
-            if !self.consts.is_empty() {
-                self.out.write_str(self.consts)?;
-                first = false;
-            }
-            for (k, v) in labels {
-                if !first {
-                    self.out.write_char(',')?;
-                }
-                first = false;
-                self.out.write_str(k)?;
-                self.out.write_str("=\"")?;
-                self.out.write_str(v)?;
-                self.out.write_char('"')?;
-            }
-            self.out.write_char('}')?;
-        }
-        self.out.write_char(' ')?;
-        match value {
-            Value::Int(n) => write_u64(self.out, n)?,
-            Value::Micros(us) => write_seconds(self.out, us, false)?,
-            // Every float here is finite by construction; guard anyway so
-            // the output always parses.
-            Value::Float(f) if f.is_finite() => write!(self.out, "{f}")?,
-            Value::Float(_) => self.out.write_char('0')?,
-        }
-        self.out.write_char('\n')
-    }
-
-    fn counter(&mut self, name: &str, labels: &[(&str, &str)], value: u64) -> fmt::Result {
-        self.sample(name, "_total", labels, Value::Int(value))
-    }
-
-    fn gauge(&mut self, name: &str, labels: &[(&str, &str)], value: Value) -> fmt::Result {
-        self.sample(name, "", labels, value)
-    }
-
-    /// The `_bucket`, `_sum` and `_count` lines of one histogram series.
-    /// `le_texts` are the pre-formatted bounds; `micros`: values are µs,
-    /// exported as seconds.
-    fn histogram(
-        &mut self,
-        name: &str,
-        labels: &[(&str, &str)],
-        histogram: &Histogram,
-        le_texts: &[String],
-        bound_index: &[BoundIndex],
-        micros: bool,
-    ) -> fmt::Result {
-        histogram.counts_into(&mut self.counts);
-        self.counts
-            .cumulative_into(bound_index, &mut self.cumulative);
-        let count = self.counts.count();
-        // Everything before the `le` value is the same on every bucket line
-        // of the series: build it once.
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        line.push_str(self.prefix);
-        line.push_str(name);
-        line.push_str("_bucket{");
-        line.push_str(self.consts);
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 || !self.consts.is_empty() {
-                line.push(',');
-            }
-            line.push_str(k);
-            line.push_str("=\"");
-            line.push_str(v);
-            line.push('"');
-        }
-        if !labels.is_empty() || !self.consts.is_empty() {
-            line.push(',');
-        }
-        line.push_str("le=\"");
-        for (le, cum) in le_texts.iter().zip(&self.cumulative) {
-            self.out.write_str(&line)?;
-            self.out.write_str(le)?;
-            self.out.write_str("\"} ")?;
-            write_u64(self.out, *cum)?;
-            self.out.write_char('\n')?;
-        }
-        self.out.write_str(&line)?;
-        self.out.write_str("+Inf\"} ")?;
-        write_u64(self.out, count)?;
-        self.out.write_char('\n')?;
-        self.line = line;
-        let sum = self.counts.sum();
-        let sum = if micros {
-            Value::Micros(sum)
-        } else {
-            Value::Int(sum)
+        let consts: Vec<(&str, &str)> = config
+            .const_labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let labels = |extra: &[(&str, &str)]| {
+            let mut pairs = consts.clone();
+            pairs.extend_from_slice(extra);
+            Labels::unchecked(&pairs)
         };
-        self.sample(name, "_sum", labels, sum)?;
-        self.sample(name, "_count", labels, Value::Int(count))
+        Self {
+            simple_counters: SIMPLE_COUNTERS.map(|(n, help)| counter(n, help)),
+            errors: counter(
+                "errors",
+                "Errors by kind; an error without a known cause counts as internal.",
+            ),
+            model_requests: counter("model_requests", "Requests routed to each model slot."),
+            model_errors: counter(
+                "model_errors",
+                "Failures of each model slot by kind (timeouts have kind=\"timeout\"); also counted in errors.",
+            ),
+            latency_ema: gauge(
+                "latency_ema_seconds",
+                "Exponential moving average of embedding latency.",
+            ),
+            model_latency_ema: gauge(
+                "model_latency_ema_seconds",
+                "Exponential moving average of each model slot's latency.",
+            ),
+            throughput: gauge(
+                "throughput_per_second",
+                "Embeddings per second over the last 10 s, 60 s, and since start.",
+            ),
+            errors_per_minute: gauge("errors_per_minute", "Errors per minute over the last 60 s."),
+            uptime: gauge(
+                "uptime_seconds",
+                "Time since the recorder was created or reset.",
+            ),
+            plain_gauges: PLAIN_GAUGES.map(|(n, help)| gauge(n, help)),
+            memory: MEMORY_GAUGES.map(|(n, help)| gauge(n, help)),
+            latency: histogram("latency_seconds", "Embedding latency.", &seconds),
+            model_latency: histogram(
+                "model_latency_seconds",
+                "Latency of each model slot.",
+                &seconds,
+            ),
+            stage_latency: histogram(
+                "stage_latency_seconds",
+                "Latency of each pipeline stage.",
+                &seconds,
+            ),
+            batch_latency: histogram(
+                "batch_latency_seconds",
+                "Latency of whole batches.",
+                &seconds,
+            ),
+            batch_size: histogram(
+                "batch_size",
+                "Items per processed batch.",
+                &ExportBounds::unchecked(&config.batch_size_bounds, 0, bits),
+            ),
+            none: labels(&[]),
+            model: ModelId::ALL.map(|m| labels(&[("model", m.as_str())])),
+            stage: Stage::ALL.map(|s| labels(&[("stage", s.as_str())])),
+            kind: ErrorKind::ALL.map(|k| labels(&[("kind", k.as_str())])),
+            model_kind: ModelId::ALL.map(|m| {
+                ErrorKind::ALL.map(|k| labels(&[("model", m.as_str()), ("kind", k.as_str())]))
+            }),
+            window: WINDOWS.map(|w| labels(&[("window", w)])),
+        }
     }
-}
-
-/// The `le` texts of `bounds`: canonical decimal seconds from µs, or
-/// integers with `.0`.
-pub(crate) fn le_texts(bounds: &[u64], micros: bool) -> Vec<String> {
-    bounds
-        .iter()
-        .map(|b| {
-            let mut text = String::new();
-            // Writing into a String cannot fail.
-            let _ = if micros {
-                write_seconds(&mut text, *b, true)
-            } else {
-                write_u64(&mut text, *b).and_then(|()| text.write_str(".0"))
-            };
-            text
-        })
-        .collect()
 }
 
 impl PipelineMetrics {
@@ -375,300 +271,108 @@ impl PipelineMetrics {
     /// # Errors
     /// Only those of `out`.
     pub fn write_exposition<W: Write>(&self, format: Format, out: &mut W) -> fmt::Result {
-        let om = format == Format::OpenMetrics;
-        let mut e = Encoder {
-            out,
-            om,
-            prefix: &self.config.prefix,
-            consts: &self.const_labels,
-            counts: HistogramCounts::empty(self.config.histogram_precision_bits),
-            cumulative: Vec::with_capacity(self.config.latency_bounds_us.len().max(16)),
-            line: String::with_capacity(128),
-        };
+        let mut e = Encoder::new(out, format);
+        self.encode(&mut e)?;
+        e.finish()
+    }
+
+    /// Writes every family of this recorder into `e`, without ending the
+    /// exposition, so a caller (the HTTP server) can add its own families to
+    /// the same scrape before [`Encoder::finish`].
+    ///
+    /// # Errors
+    /// Only those of the encoder's output.
+    pub fn encode(&self, e: &mut Encoder<'_>) -> fmt::Result {
+        let x = &self.exposition;
         let t = self.totals();
         let rates = self.rates();
 
         // --- counters ---
         let simple = [
-            (
-                "generated",
-                "Embeddings generated successfully.",
-                t.embeddings,
-            ),
-            ("cache_hits", "Embedding-cache hits.", t.cache_hits),
-            ("cache_misses", "Embedding-cache misses.", t.cache_misses),
-            (
-                "cache_evictions",
-                "Entries evicted from the embedding cache.",
-                t.cache_evictions,
-            ),
-            ("batches", "Batches processed.", t.batches),
-            (
-                "batch_items",
-                "Items in all processed batches.",
-                t.batch_items,
-            ),
+            t.embeddings,
+            t.cache_hits,
+            t.cache_misses,
+            t.cache_evictions,
+            t.batches,
+            t.batch_items,
         ];
-        for (name, help, value) in simple {
-            e.family(name, Kind::Counter, help)?;
-            e.counter(name, &[], value)?;
+        for (family, value) in x.simple_counters.iter().zip(simple) {
+            e.family(family)?.counter(&x.none, value)?;
         }
-        e.family(
-            "errors",
-            Kind::Counter,
-            "Errors by kind; an error without a known cause counts as internal.",
-        )?;
+        let mut f = e.family(&x.errors)?;
         for kind in ErrorKind::ALL {
-            e.counter("errors", &[("kind", kind.as_str())], t.errors[kind.index()])?;
+            f.counter(&x.kind[kind.index()], t.errors[kind.index()])?;
         }
-        e.family(
-            "model_requests",
-            Kind::Counter,
-            "Requests routed to each model slot.",
-        )?;
+        let mut f = e.family(&x.model_requests)?;
         for model in ModelId::ALL {
-            e.counter(
-                "model_requests",
-                &[("model", model.as_str())],
-                t.model_requests[model.index()],
-            )?;
+            f.counter(&x.model[model.index()], t.model_requests[model.index()])?;
         }
-        e.family(
-            "model_errors",
-            Kind::Counter,
-            "Failures of each model slot by kind (timeouts have kind=\"timeout\"); also counted in errors.",
-        )?;
+        let mut f = e.family(&x.model_errors)?;
         for model in ModelId::ALL {
             for kind in ErrorKind::ALL {
-                let labels = [("model", model.as_str()), ("kind", kind.as_str())];
-                e.counter(
-                    "model_errors",
-                    &labels,
-                    t.model_errors[model.index()][kind.index()],
-                )?;
+                let (m, k) = (model.index(), kind.index());
+                f.counter(&x.model_kind[m][k], t.model_errors[m][k])?;
             }
         }
 
         // --- gauges ---
-        e.family(
-            "latency_ema_seconds",
-            Kind::Gauge,
-            "Exponential moving average of embedding latency.",
-        )?;
-        e.gauge(
-            "latency_ema_seconds",
-            &[],
-            Value::Micros(self.average_latency_us()),
-        )?;
-        e.family(
-            "model_latency_ema_seconds",
-            Kind::Gauge,
-            "Exponential moving average of each model slot's latency.",
-        )?;
+        e.family(&x.latency_ema)?
+            .gauge(&x.none, micros(self.average_latency_us()))?;
+        let mut f = e.family(&x.model_latency_ema)?;
         for model in ModelId::ALL {
-            let ema = self.model_ema[model.index()]
-                .get_within(self.model_latency[model.index()].min_max());
-            e.gauge(
-                "model_latency_ema_seconds",
-                &[("model", model.as_str())],
-                Value::Micros(ema),
-            )?;
+            let i = model.index();
+            let ema = self.model_ema[i].get_within(self.model_latency[i].min_max());
+            f.gauge(&x.model[i], micros(ema))?;
         }
-        e.family(
-            "throughput_per_second",
-            Kind::Gauge,
-            "Embeddings per second over the last 10 s, 60 s, and since start.",
-        )?;
-        for (window, v) in [
-            ("10s", rates.throughput_10s),
-            ("60s", rates.throughput_60s),
-            ("lifetime", rates.throughput),
-        ] {
-            e.gauge(
-                "throughput_per_second",
-                &[("window", window)],
-                Value::Float(v),
-            )?;
+        let mut f = e.family(&x.throughput)?;
+        let throughputs = [rates.throughput_10s, rates.throughput_60s, rates.throughput];
+        for (labels, v) in x.window.iter().zip(throughputs) {
+            f.gauge(labels, finite(v))?;
         }
-        e.family(
-            "errors_per_minute",
-            Kind::Gauge,
-            "Errors per minute over the last 60 s.",
-        )?;
-        e.gauge(
-            "errors_per_minute",
-            &[],
-            Value::Float(rates.errors_per_minute),
-        )?;
-        e.family(
-            "uptime_seconds",
-            Kind::Gauge,
-            "Time since the recorder was created or reset.",
-        )?;
+        e.family(&x.errors_per_minute)?
+            .gauge(&x.none, finite(rates.errors_per_minute))?;
         let uptime_us = u64::try_from(rates.uptime.as_micros()).unwrap_or(u64::MAX);
-        e.gauge("uptime_seconds", &[], Value::Micros(uptime_us))?;
+        e.family(&x.uptime)?.gauge(&x.none, micros(uptime_us))?;
         let g = self.gauges.snapshot();
-        let plain = [
-            (
-                "queue_depth",
-                "Items waiting in the submission queue.",
-                g.queue_depth,
-            ),
-            (
-                "queue_depth_max",
-                "Largest queue depth since start or reset.",
-                g.queue_depth_max,
-            ),
-            (
-                "in_flight_requests",
-                "Requests being processed.",
-                g.in_flight,
-            ),
-            ("workers", "Worker threads running inference.", g.workers),
-        ];
-        for (name, help, value) in plain {
-            e.family(name, Kind::Gauge, help)?;
-            e.gauge(name, &[], Value::Int(value))?;
+        let plain = [g.queue_depth, g.queue_depth_max, g.in_flight, g.workers];
+        for (family, value) in x.plain_gauges.iter().zip(plain) {
+            e.family(family)?.gauge(&x.none, value)?;
         }
-        let memory = [
-            (
-                "process_resident_memory_bytes",
-                "Resident set size of the process.",
-                MemoryGauge::ProcessRss,
-            ),
-            (
-                "gpu_memory_used_bytes",
-                "GPU memory in use.",
-                MemoryGauge::GpuUsed,
-            ),
-            (
-                "gpu_memory_capacity_bytes",
-                "GPU memory in total.",
-                MemoryGauge::GpuTotal,
-            ),
-            (
-                "cache_memory_bytes",
-                "Memory held by the embedding cache.",
-                MemoryGauge::CacheBytes,
-            ),
-            (
-                "cache_entries",
-                "Entries in the embedding cache.",
-                MemoryGauge::CacheEntries,
-            ),
-        ];
-        for (name, help, gauge) in memory {
-            e.family(name, Kind::Gauge, help)?;
+        for (family, gauge) in x.memory.iter().zip(MemoryGauge::ALL) {
+            let mut f = e.family(family)?;
             if let Some(value) = self.gauges.memory(gauge) {
-                e.gauge(name, &[], Value::Int(value))?;
+                f.gauge(&x.none, value)?;
             }
         }
 
         // --- histograms ---
-        let lat_bounds = &self.latency_le;
-        let lat_index = &self.latency_bound_index;
-        e.family("latency_seconds", Kind::Histogram, "Embedding latency.")?;
-        e.histogram(
-            "latency_seconds",
-            &[],
-            &self.latency,
-            lat_bounds,
-            lat_index,
-            true,
-        )?;
-        e.family(
-            "model_latency_seconds",
-            Kind::Histogram,
-            "Latency of each model slot.",
-        )?;
+        e.family(&x.latency)?.histogram(&x.none, &self.latency)?;
+        let mut f = e.family(&x.model_latency)?;
         for model in ModelId::ALL {
-            let h = &self.model_latency[model.index()];
-            e.histogram(
-                "model_latency_seconds",
-                &[("model", model.as_str())],
-                h,
-                lat_bounds,
-                lat_index,
-                true,
-            )?;
+            f.histogram(&x.model[model.index()], &self.model_latency[model.index()])?;
         }
-        e.family(
-            "stage_latency_seconds",
-            Kind::Histogram,
-            "Latency of each pipeline stage.",
-        )?;
+        let mut f = e.family(&x.stage_latency)?;
         for stage in Stage::ALL {
-            let h = &self.stage_latency[stage.index()];
-            e.histogram(
-                "stage_latency_seconds",
-                &[("stage", stage.as_str())],
-                h,
-                lat_bounds,
-                lat_index,
-                true,
-            )?;
+            f.histogram(&x.stage[stage.index()], &self.stage_latency[stage.index()])?;
         }
-        e.family(
-            "batch_latency_seconds",
-            Kind::Histogram,
-            "Latency of whole batches.",
-        )?;
-        e.histogram(
-            "batch_latency_seconds",
-            &[],
-            &self.batch_latency,
-            lat_bounds,
-            lat_index,
-            true,
-        )?;
-        e.family("batch_size", Kind::Histogram, "Items per processed batch.")?;
-        let (batch_bounds, batch_index) = (&self.batch_le, &self.batch_bound_index);
-        e.histogram(
-            "batch_size",
-            &[],
-            &self.batch_size,
-            batch_bounds,
-            batch_index,
-            false,
-        )?;
-
-        if om {
-            e.out.write_str("# EOF\n")?;
-        }
+        e.family(&x.batch_latency)?
+            .histogram(&x.none, &self.batch_latency)?;
+        e.family(&x.batch_size)?
+            .histogram(&x.none, &self.batch_size)?;
         Ok(())
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn seconds(us: u64, canonical: bool) -> String {
-        let mut s = String::new();
-        write_seconds(&mut s, us, canonical).unwrap();
-        s
+/// Integer µs as a gauge in seconds.
+fn micros(us: u64) -> Value {
+    Value::Scaled {
+        value: us,
+        decimals: 6,
     }
+}
 
-    #[test]
-    fn seconds_are_exact_decimals() {
-        assert_eq!(seconds(0, false), "0");
-        assert_eq!(seconds(0, true), "0.0");
-        assert_eq!(seconds(1, false), "0.000001");
-        assert_eq!(seconds(1500, false), "0.0015");
-        assert_eq!(seconds(1_000_000, true), "1.0");
-        assert_eq!(seconds(1_024_000, true), "1.024");
-        assert_eq!(seconds(65_536_000, true), "65.536");
-        assert_eq!(seconds(u64::MAX, false), "18446744073709.551615");
-        let mut s = String::new();
-        write_u64(&mut s, u64::MAX).unwrap();
-        write_u64(&mut s, 0).unwrap();
-        assert_eq!(s, "184467440737095516150");
-    }
-
-    #[test]
-    fn label_escaping() {
-        let mut s = String::new();
-        escape_label_value("a\\b\"c\nd", &mut s);
-        assert_eq!(s, r#"a\\b\"c\nd"#);
-    }
+/// A rate as a gauge; every rate is finite by construction, but a guard keeps
+/// the output free of `NaN` whatever happens.
+fn finite(v: f64) -> Value {
+    Value::F64(if v.is_finite() { v } else { 0.0 })
 }

@@ -415,6 +415,31 @@ impl Histogram {
         }
     }
 
+    /// Cumulative counts at each bound of `ends` (see [`bound_end`]), then
+    /// the total count (`ends.len() + 1` values in `out`), read straight from
+    /// the stripes without a merged copy; returns the sum of the values. The
+    /// exposition's read path: one pass over the allocated buckets.
+    pub(crate) fn cumulative_into(&self, ends: &[usize], out: &mut Vec<u64>) -> u64 {
+        start_segments(ends, out);
+        let (mut zeros, mut sum) = (0u64, 0u64);
+        for stripe in self.stripes.iter().filter_map(OnceLock::get) {
+            zeros = zeros.wrapping_add(stripe.zeros.load(Ordering::Relaxed));
+            sum = sum.wrapping_add(stripe.sum.load(Ordering::Relaxed));
+            let mut next = 0;
+            for (id, chunk) in stripe.chunks.iter().enumerate() {
+                if let Some(cells) = chunk.get() {
+                    let read = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
+                    add_chunk(cells, id << self.bits, ends, &mut next, out, read);
+                }
+            }
+        }
+        if let Some(first) = out.first_mut() {
+            *first = first.wrapping_add(zeros);
+        }
+        segments_to_cumulative(out);
+        sum
+    }
+
     /// Count, sum, min, max, mean and quantiles p50 … p99.9.
     #[must_use]
     pub fn snapshot(&self) -> HistogramSnapshot {
@@ -596,53 +621,24 @@ impl HistogramCounts {
             .sum()
     }
 
-    /// Cumulative counts at each of `bound_indices` (see
-    /// [`bound_index`]), which must ascend; pushes one count per bound.
-    pub(crate) fn cumulative_into(&self, bound_indices: &[BoundIndex], out: &mut Vec<u64>) {
-        out.clear();
-        let width = 1usize << self.bits;
-        let mut cum = self.zeros;
-        let mut next = 0;
-        while let Some(BoundIndex::Zero) = bound_indices.get(next) {
-            out.push(cum);
-            next += 1;
+    /// Cumulative counts at each bound of `ends` (see [`bound_end`]),
+    /// followed by the total count: `ends.len() + 1` values in `out`.
+    pub(crate) fn cumulative_into(&self, ends: &[usize], out: &mut Vec<u64>) {
+        start_segments(ends, out);
+        if let Some(first) = out.first_mut() {
+            *first = self.zeros;
         }
+        let width = 1usize << self.bits;
+        let mut next = 0;
         for (slot, id) in self.chunk_ids.iter().enumerate() {
-            let base = usize::from(*id) << self.bits;
             let values = self
                 .counts
                 .get(slot * width..(slot + 1) * width)
                 .unwrap_or(&[]);
-            // Bounds ending before this chunk see the running total as is.
-            while let Some(BoundIndex::Bucket(b)) = bound_indices.get(next) {
-                if *b >= base {
-                    break;
-                }
-                out.push(cum);
-                next += 1;
-            }
-            // Fast path: no bound inside this chunk.
-            let inside =
-                matches!(bound_indices.get(next), Some(BoundIndex::Bucket(b)) if *b < base + width);
-            if !inside {
-                cum = values.iter().fold(cum, |acc, n| acc.wrapping_add(*n));
-                continue;
-            }
-            for (offset, n) in values.iter().enumerate() {
-                while let Some(BoundIndex::Bucket(b)) = bound_indices.get(next) {
-                    if *b >= base + offset {
-                        break;
-                    }
-                    out.push(cum);
-                    next += 1;
-                }
-                cum = cum.wrapping_add(*n);
-            }
+            let base = usize::from(*id) << self.bits;
+            add_chunk(values, base, ends, &mut next, out, |n| *n);
         }
-        while next < bound_indices.len() {
-            out.push(cum);
-            next += 1;
-        }
+        segments_to_cumulative(out);
     }
 
     /// Count, sum, min, max, mean and the standard quantiles.
@@ -690,22 +686,87 @@ impl HistogramCounts {
     }
 }
 
-/// Where an exported bound falls in the bucket order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BoundIndex {
-    /// Bound 0: only the zero bucket.
-    Zero,
-    /// The non-zero bucket whose upper edge is the bound.
-    Bucket(usize),
+/// The end (exclusive), in the order of non-zero buckets, of "values
+/// `<= bound`": every non-zero bucket at a position below it holds only such
+/// values. Exact when `bound` is a bucket edge at `bits` ([`is_edge`]);
+/// otherwise it stops at the edge below `bound`, like
+/// [`HistogramCounts::count_le`]. The zero bucket lies below every end.
+pub(crate) fn bound_end(bound: u64, bits: u32) -> usize {
+    if bound == 0 {
+        return 0;
+    }
+    let index = key_index(bound - 1, bits);
+    if key_range(index, bits).1 == bound - 1 {
+        index + 1
+    } else {
+        index
+    }
 }
 
-/// The bucket position of edge `bound` (validated by the config).
-pub(crate) fn bound_index(bound: u64, bits: u32) -> BoundIndex {
-    if bound == 0 {
-        BoundIndex::Zero
-    } else {
-        BoundIndex::Bucket(key_index(bound - 1, bits))
+/// Clears `out` to `ends.len() + 1` zeroed segments: segment `j` counts the
+/// values between bound `j - 1` (exclusive) and bound `j` (inclusive); the
+/// last one, the values above every bound.
+fn start_segments(ends: &[usize], out: &mut Vec<u64>) {
+    out.clear();
+    out.resize(ends.len() + 1, 0);
+}
+
+/// Turns segment counts into cumulative counts, in place.
+fn segments_to_cumulative(out: &mut [u64]) {
+    let mut total = 0u64;
+    for n in out.iter_mut() {
+        total = total.wrapping_add(*n);
+        *n = total;
     }
+}
+
+/// Adds one chunk of bucket cells (non-zero bucket positions
+/// `base .. base + cells.len()`) into `segments`. `next` is the first bound
+/// not yet passed; chunks must come in ascending order (restart `next` at 0
+/// for another source).
+#[inline]
+fn add_chunk<T>(
+    cells: &[T],
+    base: usize,
+    ends: &[usize],
+    next: &mut usize,
+    segments: &mut [u64],
+    read: impl Fn(&T) -> u64 + Copy,
+) {
+    let end = base + cells.len();
+    let mut pos = base;
+    while ends.get(*next).is_some_and(|e| *e <= pos) {
+        *next += 1;
+    }
+    while pos < end {
+        let stop = ends.get(*next).map_or(end, |e| (*e).min(end));
+        let run = cells.get(pos - base..stop - base).unwrap_or(&[]);
+        if let Some(segment) = segments.get_mut(*next) {
+            *segment = segment.wrapping_add(sum_cells(run, read));
+        }
+        pos = stop;
+        while ends.get(*next).is_some_and(|e| *e <= pos) {
+            *next += 1;
+        }
+    }
+}
+
+/// Sum of a run of cells with four independent accumulators (relaxed atomic
+/// loads do not vectorise; four chains keep the loads in flight).
+#[inline]
+fn sum_cells<T>(cells: &[T], read: impl Fn(&T) -> u64) -> u64 {
+    let mut acc = [0u64; 4];
+    let mut quads = cells.chunks_exact(4);
+    for quad in &mut quads {
+        for (a, cell) in acc.iter_mut().zip(quad) {
+            *a = a.wrapping_add(read(cell));
+        }
+    }
+    let head = acc.iter().fold(0u64, |total, a| total.wrapping_add(*a));
+    quads
+        .remainder()
+        .iter()
+        .fold(head, |total, cell| total.wrapping_add(read(cell)))
 }
 
 #[cfg(test)]
@@ -770,9 +831,15 @@ mod tests {
         }
         let c = h.counts();
         let bounds = [0u64, 1, 10, 100, 250, 1000, 4000, 64_000, 128_000];
-        let idx: Vec<_> = bounds.iter().map(|b| bound_index(*b, 6)).collect();
+        let ends: Vec<_> = bounds.iter().map(|b| bound_end(*b, 6)).collect();
         let mut out = Vec::new();
-        c.cumulative_into(&idx, &mut out);
+        c.cumulative_into(&ends, &mut out);
+        assert_eq!(out.pop(), Some(5000), "the total comes last");
+        let mut direct = Vec::new();
+        let sum = h.cumulative_into(&ends, &mut direct);
+        assert_eq!(direct.pop(), Some(5000));
+        assert_eq!(direct, out);
+        assert_eq!(sum, c.sum());
         let exact: Vec<u64> = bounds
             .iter()
             .map(|b| {

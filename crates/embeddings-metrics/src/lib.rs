@@ -14,6 +14,9 @@
 //! - [`global`], [`set_global`], [`reset_global`]: an optional process-wide
 //!   recorder.
 //! - [`MemoryGauge`], [`InFlightGuard`], [`Format`]: gauges and exposition helpers.
+//! - [`encode`]: the encoder behind both formats, public for custom metrics:
+//!   [`Counter`] (striped like the recorder's own counters), [`Family`],
+//!   [`Labels`], [`ExportBounds`], [`Encoder`] / [`FamilyWriter`], [`Value`].
 //!
 //! ```
 //! use embeddings_metrics::{PipelineMetrics, PROMETHEUS_CONTENT_TYPE};
@@ -50,8 +53,10 @@
 //! writes its own stripe; reads sum the stripes), so threads never share a
 //! cache line while recording. Histograms stripe the same way, derive `count`
 //! from their buckets, find the bucket with a `leading_zeros` bit trick, and
-//! touch min/max only when a value improves on them. Rendering writes straight
-//! into one pre-sized `String` with hand-rolled integer formatting.
+//! touch min/max only when a value improves on them. Rendering prepares every
+//! fixed text (family headers, label sets, `le` texts) once at construction,
+//! reads each histogram's cumulative counts straight from its stripes in one
+//! pass, and formats numbers by hand into one buffer per series.
 //!
 //! # Feature flags
 //! None.
@@ -60,7 +65,9 @@
 
 mod clock;
 mod config;
+mod counter;
 mod ema;
+pub mod encode;
 mod error;
 mod expose;
 mod gauges;
@@ -75,8 +82,10 @@ pub use config::{
     DEFAULT_BATCH_SIZE_BOUNDS, DEFAULT_EMA_ALPHA, DEFAULT_LATENCY_BOUNDS_US, DEFAULT_PREFIX,
     MAX_EXPORTED_BOUNDS, MetricsConfig,
 };
+pub use counter::Counter;
+pub use encode::{Encoder, ExportBounds, Family, FamilyWriter, Labels, Value, escape_label_value};
 pub use error::MetricsError;
-pub use expose::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, escape_label_value};
+pub use expose::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use gauges::{InFlightGuard, MemoryGauge};
 pub use global::{global, reset_global, set_global};
 pub use histogram::{Histogram, HistogramCounts};

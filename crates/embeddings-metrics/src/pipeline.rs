@@ -12,8 +12,9 @@ use crate::MetricsError;
 use crate::clock::Clock;
 use crate::config::MetricsConfig;
 use crate::ema::Ema;
+use crate::expose::Exposition;
 use crate::gauges::{Gauges, InFlightGuard, MemoryGauge};
-use crate::histogram::{BoundIndex, Histogram, bound_index};
+use crate::histogram::Histogram;
 use crate::shard::{self, SHARD_MASK, SHARDS};
 use crate::window::Window;
 
@@ -176,14 +177,8 @@ pub struct PipelineMetrics {
     pub(crate) batch_latency: Histogram,
     pub(crate) batch_size: Histogram,
     pub(crate) gauges: Gauges,
-    /// Bucket positions of the exported bounds, computed once.
-    pub(crate) latency_bound_index: Vec<BoundIndex>,
-    pub(crate) batch_bound_index: Vec<BoundIndex>,
-    /// The exported `le` texts, formatted once.
-    pub(crate) latency_le: Vec<String>,
-    pub(crate) batch_le: Vec<String>,
-    /// `name="value",` pairs of the constant labels, escaped once.
-    pub(crate) const_labels: String,
+    /// Families, label sets and `le` texts of the exposition, prepared once.
+    pub(crate) exposition: Exposition,
     /// Length of the last rendering, to pre-size the next one.
     pub(crate) render_hint: AtomicU64,
 }
@@ -228,20 +223,8 @@ impl PipelineMetrics {
         let bits = config.histogram_precision_bits;
         let histogram = || Histogram::with_bits(bits);
         let start = clock.now_nanos();
-        let const_labels = crate::expose::render_const_labels(&config.const_labels);
         Self {
-            latency_bound_index: config
-                .latency_bounds_us
-                .iter()
-                .map(|b| bound_index(*b, bits))
-                .collect(),
-            batch_bound_index: config
-                .batch_size_bounds
-                .iter()
-                .map(|b| bound_index(*b, bits))
-                .collect(),
-            latency_le: crate::expose::le_texts(&config.latency_bounds_us, true),
-            batch_le: crate::expose::le_texts(&config.batch_size_bounds, false),
+            exposition: Exposition::new(&config),
             config,
             clock,
             start_nanos: AtomicU64::new(start),
@@ -256,7 +239,6 @@ impl PipelineMetrics {
             batch_latency: histogram(),
             batch_size: histogram(),
             gauges: Gauges::new(),
-            const_labels,
             render_hint: AtomicU64::new(0),
         }
     }

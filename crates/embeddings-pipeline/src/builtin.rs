@@ -1,3 +1,4 @@
+//! The built-in slots: temporal, hyperdimensional and sparse.
 #![doc = include_str!("../docs/builtin.md")]
 
 use candle_core::{DType, Device, Tensor};

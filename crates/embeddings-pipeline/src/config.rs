@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use embeddings_health::HealthPolicySpec;
 use embeddings_types::ModelId;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,20 @@ pub struct PipelineConfig {
     pub late_interaction: LateInteractionConfig,
     /// The fusion step (fusemoe).
     pub fusion: FusionConfig,
+    /// The submission queue and dynamic batching of
+    /// [`submit`](crate::EmbeddingPipeline::submit).
+    pub batching: BatchingConfig,
+    /// The embedding cache.
+    pub cache: CacheConfig,
+    /// Health thresholds used by [`health`](crate::EmbeddingPipeline::health)
+    /// (the `embeddings-health` policy; defaults are the spec's: 10 of 12
+    /// slots, GPU memory below 90 %, fewer than 10 errors a minute).
+    pub health: HealthPolicySpec,
+    /// Run one short input through every loaded slot at build time, so the
+    /// first request does not pay for lazy initialisation and
+    /// [`is_warmed_up`](crate::EmbeddingPipeline::is_warmed_up) is true once
+    /// `build` returns. Default `true`.
+    pub warm_up: bool,
 }
 
 impl Default for PipelineConfig {
@@ -63,6 +78,72 @@ impl Default for PipelineConfig {
             hdc: HdcConfig::default(),
             late_interaction: LateInteractionConfig::default(),
             fusion: FusionConfig::default(),
+            batching: BatchingConfig::default(),
+            cache: CacheConfig::default(),
+            health: HealthPolicySpec::default(),
+            warm_up: true,
+        }
+    }
+}
+
+/// `[batching]`: the bounded submission queue and the dynamic batching of
+/// its workers.
+///
+/// A worker takes the first queued request, then keeps taking requests
+/// until the batch holds `max_batch_size` items or `max_batch_tokens`
+/// tokens, or `max_wait_ms` has passed since it took the first one; then it
+/// runs the batch (in chunks of the top-level `max_batch_size`). A single
+/// request larger than the limits is one batch on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchingConfig {
+    /// Requests (not items) that may wait in the queue; a submission to a
+    /// full queue fails at once with `PipelineError::Overloaded`. Default 256.
+    pub queue_capacity: usize,
+    /// Items a worker gathers into one batch. Default: the top-level
+    /// `max_batch_size` (32).
+    pub max_batch_size: Option<usize>,
+    /// Tokens (the transformer's, special tokens included, before padding) a
+    /// worker gathers into one batch. Default 8192 (32 × 256).
+    pub max_batch_tokens: usize,
+    /// How long a worker waits for more requests after taking the first
+    /// one, in milliseconds. 0: take only what is already queued. Default 5.
+    pub max_wait_ms: u64,
+    /// Worker threads running inference. Default 1: candle already spreads
+    /// one forward pass over every core, so more workers mostly add
+    /// contention on a CPU; on a GPU, 2 can overlap tokenization with
+    /// inference.
+    pub workers: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 256,
+            max_batch_size: None,
+            max_batch_tokens: 8192,
+            max_wait_ms: 5,
+            workers: 1,
+        }
+    }
+}
+
+/// `[cache]`: the content-addressed embedding cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Upper bound of the cache's memory, in bytes (each entry weighed by
+    /// its real heap size). 0 disables the cache. Default 128 MiB.
+    pub max_bytes: u64,
+}
+
+/// The default `[cache] max_bytes`: 128 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 << 20;
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -302,6 +383,20 @@ impl Default for FusionConfig {
     }
 }
 
+/// The most worker threads `[batching] workers` accepts.
+pub const MAX_WORKERS: usize = 64;
+/// The longest `[batching] max_wait_ms` accepted (one second).
+pub const MAX_WAIT_MS: u64 = 1000;
+
+impl PipelineConfig {
+    /// Items a worker gathers into one batch (`[batching] max_batch_size`,
+    /// else the top-level `max_batch_size`).
+    #[must_use]
+    pub fn gather_limit(&self) -> usize {
+        self.batching.max_batch_size.unwrap_or(self.max_batch_size)
+    }
+}
+
 /// Whether a slot runs a transformer checkpoint or a built-in computation.
 #[must_use]
 pub const fn is_transformer_slot(id: ModelId) -> bool {
@@ -465,6 +560,27 @@ impl PipelineConfig {
                 "`fusion.weights.{id}` is {w}; weights must be finite and non-negative"
             ));
         }
+        let b = &self.batching;
+        if b.queue_capacity == 0 {
+            return bad("`batching.queue_capacity` must be at least 1".into());
+        }
+        if b.max_batch_size == Some(0) {
+            return bad("`batching.max_batch_size` must be at least 1 (or absent)".into());
+        }
+        if b.max_batch_tokens == 0 {
+            return bad("`batching.max_batch_tokens` must be at least 1".into());
+        }
+        if b.workers == 0 || b.workers > MAX_WORKERS {
+            return bad(format!("`batching.workers` must be in 1..={MAX_WORKERS}"));
+        }
+        if b.max_wait_ms > MAX_WAIT_MS {
+            return bad(format!(
+                "`batching.max_wait_ms` must be at most {MAX_WAIT_MS} (a longer wait only adds latency)"
+            ));
+        }
+        self.health
+            .build()
+            .map_err(|e| PipelineError::Config(format!("[health]: {e}")))?;
         Ok(())
     }
 }

@@ -85,3 +85,49 @@ fn open_cuda() -> Result<Device, PipelineError> {
             .into(),
     ))
 }
+
+/// What the health evaluation is told about the GPU: nothing expected on
+/// the CPU; on CUDA, used and total memory as the driver reports them (never
+/// invented: a failed read is `Unreadable` with the driver's reason).
+pub(crate) fn gpu_observation(device: &Device) -> embeddings_health::GpuObservation {
+    use embeddings_health::GpuObservation;
+    if device.is_cpu() {
+        GpuObservation::NotExpected
+    } else if device.is_cuda() {
+        read_cuda_memory(device)
+    } else {
+        GpuObservation::Unreadable {
+            reason: "reading this accelerator's memory is not supported".into(),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn read_cuda_memory(device: &Device) -> embeddings_health::GpuObservation {
+    use embeddings_health::GpuObservation;
+    let read = device
+        .as_cuda_device()
+        .map_err(|e| e.to_string())
+        .and_then(|d| {
+            d.cuda_stream()
+                .context()
+                .mem_get_info()
+                .map_err(|e| e.to_string())
+        });
+    match read {
+        Ok((free, total)) => GpuObservation::Reading {
+            used_bytes: total.saturating_sub(free) as u64,
+            total_bytes: total as u64,
+        },
+        Err(reason) => GpuObservation::Unreadable {
+            reason: format!("cuMemGetInfo failed: {reason}"),
+        },
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn read_cuda_memory(_device: &Device) -> embeddings_health::GpuObservation {
+    embeddings_health::GpuObservation::Unreadable {
+        reason: "this build has no CUDA support, so GPU memory cannot be read".into(),
+    }
+}

@@ -184,6 +184,36 @@ pub enum PipelineError {
     /// Every enabled slot failed to load (or none is enabled).
     #[error("no slot could be loaded: {0}")]
     NoSlotLoaded(String),
+    /// The submission queue is full; nothing was queued.
+    #[error(
+        "the pipeline is overloaded: its queue already holds {capacity} requests; retry later          (with backoff), or raise `[batching] queue_capacity` / `workers`"
+    )]
+    Overloaded {
+        /// The queue's capacity, in requests.
+        capacity: usize,
+    },
+    /// The pipeline was shut down; it takes no more work.
+    #[error("the pipeline has been shut down and takes no more requests; build a new one")]
+    ShutDown,
+    /// The worker processing the request stopped without answering (a bug:
+    /// a panic inside a worker). The request may be retried.
+    #[error(
+        "the worker processing this request stopped without answering (internal error); retry          the request, and report it if it repeats"
+    )]
+    WorkerLost,
+    /// A requested slot is not served by this pipeline.
+    #[error(
+        "slot `{slot}` was requested but is not available: {reason}; request only loaded slots          (see `describe()`)"
+    )]
+    SlotUnavailable {
+        /// The slot.
+        slot: ModelId,
+        /// Why (disabled in the configuration, or failed to load and why).
+        reason: String,
+    },
+    /// The options asked for no output at all (no slot and no fused vector).
+    #[error("nothing was requested: name at least one slot or set `fused`")]
+    NothingRequested,
 }
 
 impl PipelineError {
@@ -194,6 +224,8 @@ impl PipelineError {
             Self::InvalidInput { .. } => ErrorKind::Validation,
             Self::Tokenization { .. } => ErrorKind::Tokenization,
             Self::Inference { .. } | Self::Fusion(_) => ErrorKind::Inference,
+            Self::Overloaded { .. } => ErrorKind::Overload,
+            Self::SlotUnavailable { .. } | Self::NothingRequested => ErrorKind::Validation,
             _ => ErrorKind::Internal,
         }
     }

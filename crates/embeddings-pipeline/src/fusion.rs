@@ -1,3 +1,4 @@
+//! Fusion (fusemoe): gates and projects the slot outputs into one vector.
 #![doc = include_str!("../docs/fusion.md")]
 
 use std::path::Path;

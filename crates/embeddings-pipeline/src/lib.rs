@@ -96,7 +96,57 @@
 //! top_k = 8
 //! weights = { semantic = 2.0, hdc = 0.5 }
 //! # trained_weights = "fusion.safetensors"
+//!
+//! warm_up = true                  # one pass through every slot at build time
+//!
+//! [batching]                      # the queue behind `submit` / `embed_async`
+//! queue_capacity = 256            # requests; a full queue answers `Overloaded` at once
+//! # max_batch_size = 32           # items per gathered batch (default: top-level max_batch_size)
+//! max_batch_tokens = 8192         # tokens per gathered batch
+//! max_wait_ms = 5                 # wait for more requests after the first
+//! workers = 1                     # inference threads
+//!
+//! [cache]
+//! max_bytes = 134217728           # 128 MiB, entries weighed by real size; 0 disables
+//!
+//! [health]                        # embeddings-health thresholds (the spec's defaults)
+//! min_models_loaded = 10
+//! max_gpu_memory_fraction = 0.9
+//! max_error_rate_per_minute = 10.0
 //! ```
+//!
+//! # Serving
+//! - [`EmbeddingPipeline::submit`] validates, answers cache hits, and queues
+//!   the rest for the batch workers; it never waits for queue space (a full
+//!   queue is [`PipelineError::Overloaded`], kind `overload`). The returned
+//!   [`EmbedTicket`] is a runtime-agnostic `Future` and has a blocking
+//!   `wait()`; [`EmbeddingPipeline::embed_async`] is submit + await.
+//!   Per request all-or-nothing: the first bad input (by index) fails that
+//!   request only, never the requests batched with it.
+//! - [`EmbedOptions`] picks the returned slots and the fused vector; slots
+//!   not needed are not computed (no trunk pass when no transformer slot is
+//!   requested and `fused` is off). [`EmbedResponse::timings`] has queue
+//!   wait, inference and total time.
+//! - **batch_processor**: a worker takes the first queued request, then
+//!   gathers more until `max_batch_size` items, `max_batch_tokens` tokens or
+//!   `max_wait_ms`; a request is never split across batches (a 10 000-item
+//!   request is one job, run in chunks of the top-level `max_batch_size`).
+//!   Dropping the pipeline or [`EmbeddingPipeline::shutdown`] finishes queued
+//!   work and joins the workers.
+//! - **cache_manager**: a content-addressed cache bounded in bytes (key: a
+//!   128-bit hash of the configuration fingerprint, text, resolved timestamp,
+//!   reference time, position, requested slots and fused flag); hits skip
+//!   inference, a batch with some hits runs only the misses.
+//! - **Instrumentation**: everything is recorded into the
+//!   [`PipelineMetrics`] of [`EmbeddingPipeline::metrics`] (see there for
+//!   what each figure means); `record_metrics(false)` switches it off.
+//! - **Health**: [`EmbeddingPipeline::health`] evaluates the
+//!   `embeddings-health` policy over the real registry, a metrics snapshot,
+//!   the cache, the workers, fusion and the device;
+//!   [`EmbeddingPipeline::is_warmed_up`] and
+//!   [`EmbeddingPipeline::last_progress`] feed the probes.
+//!   [`EmbeddingPipeline::limits`] and [`EmbeddingPipeline::describe`]
+//!   serialize to JSON for an `/info` endpoint.
 //!
 //! # Inputs and bad input
 //! - Empty text: embedded (`[CLS] [SEP]`, as sentence-transformers does;
@@ -127,34 +177,45 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod api;
+mod batch_processor;
 mod builtin;
+mod cache_manager;
 mod config;
 mod device;
 mod error;
 mod fusion;
 mod input;
+mod options;
 mod output;
 mod pipeline;
 mod registry;
 mod rng;
 mod source;
+mod ticket;
 mod tokenize;
 mod transformer;
 
+pub use api::{BatchingLimits, CacheStats, EmbeddingPipeline, PipelineLimits, SlotLimits};
 pub use config::{
-    DEFAULT_MODEL, DEFAULT_MODEL_DIR, DeviceKind, EmptyTextPolicy, FusionConfig, HdcConfig,
-    InputConfig, LateInteractionConfig, ModelSource, PipelineConfig, Pooling, SlotConfig,
-    TemporalConfig, TruncationPolicy, is_transformer_slot,
+    BatchingConfig, CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MODEL, DEFAULT_MODEL_DIR, DeviceKind,
+    EmptyTextPolicy, FusionConfig, HdcConfig, InputConfig, LateInteractionConfig, MAX_WAIT_MS,
+    MAX_WORKERS, ModelSource, PipelineConfig, Pooling, SlotConfig, TemporalConfig,
+    TruncationPolicy, is_transformer_slot,
 };
 pub use device::cuda_driver_present;
+pub use embeddings_health::{HealthPolicySpec, HealthReport};
+pub use embeddings_metrics::PipelineMetrics;
 pub use embeddings_types::{ErrorKind, ModelId, OutputKind};
 pub use error::{InputError, PipelineError};
 pub use input::EmbedInput;
+pub use options::{EmbedOptions, EmbedResponse, Timings};
 pub use output::{CausalPair, MultiEmbedding, SlotOutput, SparseVector, TokenVectors, cosine};
-pub use pipeline::{EmbeddingPipeline, PipelineBuilder};
+pub use pipeline::PipelineBuilder;
 pub use registry::{
     Backend, FusionReport, HeadKind, ModelRegistry, ModelReport, SlotReport, SlotState,
 };
+pub use ticket::EmbedTicket;
 
 #[cfg(test)]
 mod tests {
@@ -164,5 +225,7 @@ mod tests {
         check::<crate::EmbeddingPipeline>();
         check::<crate::MultiEmbedding>();
         check::<crate::PipelineError>();
+        check::<crate::EmbedTicket>();
+        check::<crate::EmbedResponse>();
     }
 }

@@ -223,4 +223,38 @@ impl MultiEmbedding {
     pub fn truncated(&self) -> bool {
         self.truncated
     }
+
+    /// Bytes this value holds: its inline size plus every heap allocation it
+    /// owns or shares, each shared (`Arc`) vector counted once. This is the
+    /// weight the embedding cache charges for an entry.
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        const ARC_HEADER: usize = 2 * std::mem::size_of::<usize>();
+        let f32s = std::mem::size_of::<f32>();
+        let mut seen: [*const f32; 2 * ModelId::COUNT] = [std::ptr::null(); 2 * ModelId::COUNT];
+        let mut n_seen = 0;
+        let mut arc = |v: &Arc<[f32]>| -> usize {
+            let p = v.as_ptr();
+            if seen[..n_seen].contains(&p) {
+                return 0;
+            }
+            if let Some(slot) = seen.get_mut(n_seen) {
+                *slot = p;
+                n_seen += 1;
+            }
+            ARC_HEADER + v.len() * f32s
+        };
+        let mut total = std::mem::size_of::<Self>();
+        for out in self.slots.iter().flatten() {
+            total += match out {
+                SlotOutput::Dense(v) => arc(v),
+                SlotOutput::Causal(p) => arc(&p.cause) + arc(&p.effect),
+                SlotOutput::Sparse(s) => {
+                    s.indices.capacity() * std::mem::size_of::<u32>() + s.values.capacity() * f32s
+                }
+                SlotOutput::PerToken(t) => t.data.capacity() * f32s,
+            };
+        }
+        total + self.fused.as_ref().map_or(0, |f| f.capacity() * f32s)
+    }
 }

@@ -1,22 +1,30 @@
-//! The builder and the pipeline.
+//! The builder and the engine: loading, tokenization, inference, fusion
+//! and their instrumentation. The public face is in `api.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use chrono::{DateTime, Utc};
-use embeddings_types::ModelId;
+use embeddings_health::{HealthPolicy, HealthPolicySpec};
+use embeddings_metrics::PipelineMetrics;
+use embeddings_types::{ErrorKind, ModelId, Stage};
 
+use crate::api::EmbeddingPipeline;
 use crate::builtin;
+use crate::cache_manager::{self, EmbeddingCache, Key};
 use crate::config::{
-    DeviceKind, EmptyTextPolicy, ModelSource, PipelineConfig, Pooling, SlotConfig,
+    BatchingConfig, DeviceKind, EmptyTextPolicy, ModelSource, PipelineConfig, Pooling, SlotConfig,
     TruncationPolicy, is_transformer_slot,
 };
 use crate::device;
 use crate::error::{InputError, PipelineError};
 use crate::fusion::Fusion;
 use crate::input::{EmbedInput, check_range, unix_seconds};
+use crate::options::{EmbedOptions, Resolved, SlotMask};
 use crate::output::{CausalPair, MultiEmbedding, SlotOutput, TokenVectors};
 use crate::registry::{
     Backend, FusionReport, HeadKind, ModelRegistry, ModelReport, SlotReport, SlotState,
@@ -27,12 +35,37 @@ use crate::tokenize::{TextTokenizer, Tokens};
 use crate::transformer::{self, Checkpoint, PooledHead};
 
 /// Builds an [`EmbeddingPipeline`]. Start with [`EmbeddingPipeline::builder`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PipelineBuilder {
     config: PipelineConfig,
     config_file: Option<PathBuf>,
     models_dir: Option<PathBuf>,
     strict: bool,
+    metrics: Option<Arc<PipelineMetrics>>,
+    record: bool,
+    paused: bool,
+    batching: Option<BatchingConfig>,
+    cache_bytes: Option<u64>,
+    health: Option<HealthPolicySpec>,
+    warm_up: Option<bool>,
+}
+
+impl Default for PipelineBuilder {
+    fn default() -> Self {
+        Self {
+            config: PipelineConfig::default(),
+            config_file: None,
+            models_dir: None,
+            strict: false,
+            metrics: None,
+            record: true,
+            paused: false,
+            batching: None,
+            cache_bytes: None,
+            health: None,
+            warm_up: None,
+        }
+    }
 }
 
 impl PipelineBuilder {
@@ -111,6 +144,62 @@ impl PipelineBuilder {
         self
     }
 
+    /// The recorder to write into (default: a fresh [`PipelineMetrics`]);
+    /// share one with the server that exposes it.
+    #[must_use]
+    pub fn metrics(mut self, metrics: Arc<PipelineMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// `false` switches recording off entirely (every `record_*` call is
+    /// skipped), to measure the instrumentation's overhead. Default `true`.
+    #[must_use]
+    pub fn record_metrics(mut self, record: bool) -> Self {
+        self.record = record;
+        self
+    }
+
+    /// Overrides `[batching]` (applied after `config_file`).
+    #[must_use]
+    pub fn batching(mut self, batching: BatchingConfig) -> Self {
+        self.batching = Some(batching);
+        self
+    }
+
+    /// Overrides `[cache] max_bytes` (0 disables the cache; applied after
+    /// `config_file`).
+    #[must_use]
+    pub fn cache_max_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = Some(bytes);
+        self
+    }
+
+    /// Overrides `[health]` (applied after `config_file`).
+    #[must_use]
+    pub fn health_policy(mut self, spec: HealthPolicySpec) -> Self {
+        self.health = Some(spec);
+        self
+    }
+
+    /// Overrides `warm_up` (applied after `config_file`).
+    #[must_use]
+    pub fn warm_up(mut self, warm_up: bool) -> Self {
+        self.warm_up = Some(warm_up);
+        self
+    }
+
+    /// Builds with the batch workers not yet started: submissions queue up
+    /// (and a full queue still refuses them) until
+    /// [`EmbeddingPipeline::start_workers`]. Useful to warm caches or to
+    /// test the queue deterministically. The blocking `embed` calls are not
+    /// affected. Default `false`.
+    #[must_use]
+    pub fn start_paused(mut self, paused: bool) -> Self {
+        self.paused = paused;
+        self
+    }
+
     /// Loads every enabled slot.
     ///
     /// # Errors
@@ -129,8 +218,29 @@ impl PipelineBuilder {
         if let Some(dir) = self.models_dir {
             config.models_dir = Some(dir);
         }
+        if let Some(b) = self.batching {
+            config.batching = b;
+        }
+        if let Some(bytes) = self.cache_bytes {
+            config.cache.max_bytes = bytes;
+        }
+        if let Some(h) = self.health {
+            config.health = h;
+        }
+        if let Some(w) = self.warm_up {
+            config.warm_up = w;
+        }
         config.validate()?;
-        EmbeddingPipeline::load(config, self.strict)
+        let metrics = self
+            .metrics
+            .unwrap_or_else(|| Arc::new(PipelineMetrics::new()));
+        let engine = Engine::load(config, self.strict, metrics, self.record)?;
+        if engine.config.warm_up {
+            // A failed warm-up is not fatal: `is_warmed_up` stays false, so
+            // readiness reports it, and the first request shows the error.
+            let _ = engine.warm_up();
+        }
+        Ok(EmbeddingPipeline::start(Arc::new(engine), self.paused))
     }
 }
 
@@ -153,14 +263,14 @@ impl SlotHead {
     }
 }
 
-struct ModelEntry {
+pub(crate) struct ModelEntry {
     name: String,
     tokenizer: Option<Arc<TextTokenizer>>,
     checkpoint: Option<Checkpoint>,
 }
 
 /// One loaded checkpoint and the slots it serves.
-struct Plan {
+pub(crate) struct Plan {
     model: usize,
     /// Distinct pooled heads, computed with one matmul.
     pooled: Vec<PooledHead>,
@@ -168,29 +278,72 @@ struct Plan {
     slots: Vec<(ModelId, SlotHead)>,
 }
 
-/// The twelve-slot embedding pipeline. `Send + Sync`; `embed` takes `&self`.
-///
-/// See the crate documentation for an example.
-pub struct EmbeddingPipeline {
-    config: PipelineConfig,
-    device: Device,
+/// Liveness and progress figures, written by workers and read by `health`.
+#[derive(Debug)]
+pub(crate) struct RuntimeState {
+    pub(crate) warmed_up: AtomicBool,
+    /// µs since the Unix epoch; `i64::MIN` = never.
+    last_embed_us: AtomicI64,
+    last_progress_us: AtomicI64,
+    pub(crate) started: Instant,
+}
+
+impl RuntimeState {
+    fn new() -> Self {
+        Self {
+            warmed_up: AtomicBool::new(false),
+            last_embed_us: AtomicI64::new(i64::MIN),
+            last_progress_us: AtomicI64::new(i64::MIN),
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn embedded_now(&self) {
+        self.last_embed_us
+            .store(Utc::now().timestamp_micros(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn progress_now(&self) {
+        self.last_progress_us
+            .store(Utc::now().timestamp_micros(), Ordering::Relaxed);
+    }
+
+    fn read(cell: &AtomicI64) -> Option<DateTime<Utc>> {
+        match cell.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            us => DateTime::from_timestamp_micros(us),
+        }
+    }
+
+    pub(crate) fn last_embed(&self) -> Option<DateTime<Utc>> {
+        Self::read(&self.last_embed_us)
+    }
+
+    pub(crate) fn last_progress(&self) -> Option<DateTime<Utc>> {
+        Self::read(&self.last_progress_us)
+    }
+}
+
+/// Everything loaded, shared (`Arc`) by the public handle and the workers.
+pub(crate) struct Engine {
+    pub(crate) config: PipelineConfig,
+    pub(crate) device: Device,
     models: Vec<ModelEntry>,
     plans: Vec<Plan>,
     builtin_tokenizer: Option<usize>,
     builtins: [bool; ModelId::COUNT],
     li_projection: Option<Tensor>,
-    fusion: Option<Fusion>,
-    registry: ModelRegistry,
-    reference_time: DateTime<Utc>,
+    pub(crate) fusion: Option<Fusion>,
+    pub(crate) registry: ModelRegistry,
+    pub(crate) reference_time: DateTime<Utc>,
     half_lives_s: Vec<f64>,
-}
-
-impl std::fmt::Debug for EmbeddingPipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddingPipeline")
-            .field("registry", &self.registry)
-            .finish_non_exhaustive()
-    }
+    /// Slots loaded.
+    pub(crate) loaded: SlotMask,
+    pub(crate) metrics: Arc<PipelineMetrics>,
+    record: bool,
+    pub(crate) cache: Option<EmbeddingCache>,
+    pub(crate) health_policy: HealthPolicy,
+    pub(crate) state: RuntimeState,
 }
 
 fn default_models_dir() -> PathBuf {
@@ -199,13 +352,15 @@ fn default_models_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("models"), PathBuf::from)
 }
 
-/// Per-item working state during `embed`.
-struct Item {
-    error: Option<PipelineError>,
+/// Per-item working state.
+pub(crate) struct Item {
+    /// Position of the input in the caller's request.
+    pub(crate) index: usize,
+    pub(crate) error: Option<PipelineError>,
     now: DateTime<Utc>,
     timestamp: DateTime<Utc>,
     position: u64,
-    /// Model input ids per plan.
+    /// Model input ids per plan (empty for plans that do not run).
     ids: Vec<Vec<u32>>,
     truncated: bool,
     /// Content ids for the built-in tokenizer.
@@ -214,15 +369,20 @@ struct Item {
     fused: Option<Vec<f32>>,
 }
 
-impl EmbeddingPipeline {
-    /// A builder with the default configuration: every slot on, every
-    /// transformer slot bound to `all-MiniLM-L6-v2` under the models directory.
-    #[must_use]
-    pub fn builder() -> PipelineBuilder {
-        PipelineBuilder::default()
+impl Item {
+    /// Tokens of the first transformer that ran (0 when none did).
+    fn primary_len(&self) -> usize {
+        self.ids.iter().find(|v| !v.is_empty()).map_or(0, Vec::len)
     }
+}
 
-    fn load(config: PipelineConfig, strict: bool) -> Result<Self, PipelineError> {
+impl Engine {
+    fn load(
+        config: PipelineConfig,
+        strict: bool,
+        metrics: Arc<PipelineMetrics>,
+        record: bool,
+    ) -> Result<Self, PipelineError> {
         let device = device::open(config.device)?;
         let models_dir = config.models_dir.clone().unwrap_or_else(default_models_dir);
         let sources = config.models_with_default();
@@ -540,6 +700,17 @@ impl EmbeddingPipeline {
             .iter()
             .map(|h| h * 3600.0)
             .collect();
+        let loaded = SlotMask::from_fn(|id| registry.slot(id).state == SlotState::Loaded);
+        let fingerprint = cache_manager::fingerprint(&(&config, reference_time, loaded.bits()));
+        let cache = EmbeddingCache::new(
+            config.cache.max_bytes,
+            fingerprint,
+            record.then(|| Arc::clone(&metrics)),
+        );
+        let health_policy = config
+            .health
+            .build()
+            .map_err(|e| PipelineError::Config(format!("[health]: {e}")))?;
         Ok(Self {
             config,
             device,
@@ -552,70 +723,66 @@ impl EmbeddingPipeline {
             registry,
             reference_time,
             half_lives_s,
+            loaded,
+            metrics,
+            record,
+            cache,
+            health_policy,
+            state: RuntimeState::new(),
         })
     }
 
-    /// What was loaded: per slot its state (failed ones with the reason), its
-    /// backend, dimension, bytes of weights and which slots share its trunk or
-    /// its output; per checkpoint its folder and size. `Display` prints a table.
-    #[must_use]
-    pub fn describe(&self) -> &ModelRegistry {
-        &self.registry
+    /// The recorder, when recording is on.
+    pub(crate) fn rec(&self) -> Option<&PipelineMetrics> {
+        self.record.then_some(&*self.metrics)
     }
 
-    /// The configuration in effect.
-    #[must_use]
-    pub fn config(&self) -> &PipelineConfig {
-        &self.config
+    /// Resolves caller options against the loaded slots.
+    pub(crate) fn resolve(&self, options: &EmbedOptions) -> Result<Resolved, PipelineError> {
+        let returned = match &options.slots {
+            None => self.loaded,
+            Some(list) => {
+                let mut mask = SlotMask::empty();
+                for &id in list {
+                    if !self.loaded.contains(id) {
+                        let reason = match &self.registry.slot(id).state {
+                            SlotState::Failed(e) => format!("it failed to load: {e}"),
+                            _ => format!("it is disabled in the configuration (`[slots.{id}]`)"),
+                        };
+                        return Err(PipelineError::SlotUnavailable { slot: id, reason });
+                    }
+                    mask.insert(id);
+                }
+                mask
+            }
+        };
+        let fused = options.fused && self.fusion.is_some();
+        if returned.is_empty() && !fused {
+            return Err(PipelineError::NothingRequested);
+        }
+        let run = if fused { self.loaded } else { returned };
+        Ok(Resolved {
+            returned,
+            fused,
+            run,
+        })
     }
 
-    /// The reference "now" of the temporal slots.
-    #[must_use]
-    pub fn reference_time(&self) -> DateTime<Utc> {
-        self.reference_time
+    /// The options `embed` uses: every loaded slot, fused when fusion is on.
+    pub(crate) fn resolve_all(&self) -> Resolved {
+        let fused = self.fusion.is_some();
+        Resolved {
+            returned: self.loaded,
+            fused,
+            run: self.loaded,
+        }
     }
 
-    /// Embeds a batch. All-or-nothing: every input is validated and tokenized
-    /// first, and the first invalid one fails the call (no model runs).
-    ///
-    /// An empty batch returns `Ok(vec![])`. Large batches are sorted by length
-    /// and processed in chunks of `max_batch_size`; results are in input order.
-    ///
-    /// # Errors
-    /// [`PipelineError::InvalidInput`] / [`PipelineError::Tokenization`] for
-    /// the first bad input (with its index); [`PipelineError::Inference`] /
-    /// [`PipelineError::Fusion`] when a computation fails.
-    pub fn embed(&self, inputs: &[EmbedInput]) -> Result<Vec<MultiEmbedding>, PipelineError> {
-        self.run(inputs, true)?.into_iter().collect()
-    }
-
-    /// Embeds a batch where a bad input fails only itself: each element is that
-    /// input's result. The outer error is for failures of the computation itself.
-    ///
-    /// # Errors
-    /// [`PipelineError::Inference`] / [`PipelineError::Fusion`].
-    pub fn embed_each(
-        &self,
-        inputs: &[EmbedInput],
-    ) -> Result<Vec<Result<MultiEmbedding, PipelineError>>, PipelineError> {
-        self.run(inputs, false)
-    }
-
-    /// Embeds plain texts (no timestamp, position 0).
-    ///
-    /// # Errors
-    /// As [`EmbeddingPipeline::embed`].
-    pub fn embed_texts<S: AsRef<str>>(
-        &self,
-        texts: &[S],
-    ) -> Result<Vec<MultiEmbedding>, PipelineError> {
-        let inputs: Vec<EmbedInput> = texts.iter().map(|t| EmbedInput::new(t.as_ref())).collect();
-        self.embed(&inputs)
-    }
-
-    fn prepare(&self, index: usize, input: &EmbedInput) -> Item {
+    /// Validates one input (no tokenization yet).
+    pub(crate) fn prepare(&self, index: usize, input: &EmbedInput) -> Item {
         let now = input.reference_time.unwrap_or(self.reference_time);
         let mut item = Item {
+            index,
             error: None,
             now,
             timestamp: input.timestamp.unwrap_or(now),
@@ -637,34 +804,70 @@ impl EmbeddingPipeline {
         item
     }
 
-    fn run(
-        &self,
-        inputs: &[EmbedInput],
-        fail_fast: bool,
-    ) -> Result<Vec<Result<MultiEmbedding, PipelineError>>, PipelineError> {
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut items: Vec<Item> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, x)| self.prepare(i, x))
-            .collect();
-        let texts: Vec<&str> = inputs
-            .iter()
-            .zip(&items)
-            .map(|(x, it)| {
-                if it.error.is_none() {
-                    x.text.as_str()
-                } else {
-                    ""
-                }
-            })
-            .collect();
+    /// The cache key of a prepared, valid item.
+    pub(crate) fn cache_key(&self, item: &Item, text: &str, r: &Resolved) -> Option<Key> {
+        let cache = self.cache.as_ref()?;
+        Some(cache.key(text, item.timestamp, item.now, item.position, r))
+    }
 
+    /// Looks `key` up, counting the hit or miss.
+    pub(crate) fn cache_get(&self, key: Option<Key>) -> Option<MultiEmbedding> {
+        let (cache, key) = (self.cache.as_ref()?, key?);
+        let hit = cache.get(key);
+        if let Some(m) = self.rec() {
+            if hit.is_some() {
+                m.record_cache_hit();
+            } else {
+                m.record_cache_miss();
+            }
+        }
+        hit
+    }
+
+    /// Stores computed outputs and updates the size gauges.
+    pub(crate) fn cache_put(&self, entries: impl IntoIterator<Item = (Key, MultiEmbedding)>) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        for (key, value) in entries {
+            cache.insert(key, value);
+        }
+        if let Some(m) = self.rec() {
+            m.set_cache_size(cache.bytes(), cache.len() as u64);
+        }
+    }
+
+    /// Whether a plan serves any slot in `run`.
+    fn plan_runs(plan: &Plan, run: SlotMask) -> bool {
+        plan.slots.iter().any(|(id, _)| run.contains(*id))
+    }
+
+    /// Tokenizes `items` (`texts[i]` is the text of `items[i]`) for the plans
+    /// and built-in slots in `run`. Items that fail get their error; the
+    /// others are unaffected. Returns the tokens the transformers will see.
+    pub(crate) fn tokenize(
+        &self,
+        items: &mut [Item],
+        texts: &[&str],
+        run: SlotMask,
+        rec: Option<&PipelineMetrics>,
+    ) -> usize {
+        let start = Instant::now();
+        let texts: Vec<&str> = texts
+            .iter()
+            .zip(items.iter())
+            .map(|(t, it)| if it.error.is_none() { *t } else { "" })
+            .collect();
+        let wants_builtin_ids = run.contains(ModelId::Sparse) || run.contains(ModelId::Hdc);
+        let builtin_tokenizer = self.builtin_tokenizer.filter(|_| wants_builtin_ids);
         // Tokenize once per tokenizer that is used.
-        let mut used: Vec<usize> = self.plans.iter().map(|p| p.model).collect();
-        used.extend(self.builtin_tokenizer);
+        let mut used: Vec<usize> = self
+            .plans
+            .iter()
+            .filter(|p| Self::plan_runs(p, run))
+            .map(|p| p.model)
+            .collect();
+        used.extend(builtin_tokenizer);
         used.sort_unstable();
         used.dedup();
         let mut encodings: BTreeMap<usize, Vec<Result<Tokens, String>>> = BTreeMap::new();
@@ -673,11 +876,17 @@ impl EmbeddingPipeline {
                 encodings.insert(m, tok.encode_all(&texts));
             }
         }
-        for (index, item) in items.iter_mut().enumerate() {
+        let mut tokens = 0;
+        for (pos, item) in items.iter_mut().enumerate() {
             if item.error.is_some() {
                 continue;
             }
-            for plan in &self.plans {
+            let index = item.index;
+            item.ids = vec![Vec::new(); self.plans.len()];
+            for (p, plan) in self.plans.iter().enumerate() {
+                if !Self::plan_runs(plan, run) {
+                    continue;
+                }
                 let entry = &self.models[plan.model];
                 let (Some(tok), Some(ckpt), Some(enc)) = (
                     &entry.tokenizer,
@@ -690,8 +899,8 @@ impl EmbeddingPipeline {
                     ));
                     break;
                 };
-                let ids = match &enc[index] {
-                    Ok(t) => {
+                let ids = match enc.get(pos) {
+                    Some(Ok(t)) => {
                         let full = tok.full_len(t);
                         if full > ckpt.max_len {
                             if self.config.input.truncation == TruncationPolicy::Reject {
@@ -709,10 +918,11 @@ impl EmbeddingPipeline {
                         }
                         tok.model_ids(t, ckpt.max_len)
                     }
-                    Err(e) => Err(e.clone()),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err("tokenizer returned too few encodings (internal error)".into()),
                 };
                 match ids {
-                    Ok(ids) => item.ids.push(ids),
+                    Ok(ids) => item.ids[p] = ids,
                     Err(reason) => {
                         item.error = Some(PipelineError::Tokenization { index, reason });
                         break;
@@ -720,88 +930,276 @@ impl EmbeddingPipeline {
                 }
             }
             if item.error.is_none()
-                && let Some(enc) = self.builtin_tokenizer.and_then(|m| encodings.get(&m))
+                && let Some(enc) = builtin_tokenizer.and_then(|m| encodings.get(&m))
             {
-                match &enc[index] {
-                    Ok(t) => item.builtin_ids = t.content.get_ids().to_vec(),
-                    Err(reason) => {
+                match enc.get(pos) {
+                    Some(Ok(t)) => item.builtin_ids = t.content.get_ids().to_vec(),
+                    Some(Err(reason)) => {
                         item.error = Some(PipelineError::Tokenization {
                             index,
                             reason: reason.clone(),
                         });
                     }
+                    None => {
+                        item.error = Some(PipelineError::Tokenization {
+                            index,
+                            reason: "tokenizer returned too few encodings (internal error)".into(),
+                        });
+                    }
                 }
             }
+            if item.error.is_none() {
+                tokens += item.primary_len().max(1);
+            }
         }
-        drop(encodings);
-        if fail_fast && let Some(e) = items.iter().find_map(|it| it.error.clone()) {
-            return Err(e);
+        if let Some(m) = rec {
+            m.record_stage(Stage::Tokenization, micros(start.elapsed()));
         }
+        tokens
+    }
 
+    /// Runs every slot in `run` (and fusion when `fuse`) over the valid
+    /// items, sorted by length, in chunks of `max_batch_size`.
+    pub(crate) fn compute(
+        &self,
+        items: &mut [Item],
+        run: SlotMask,
+        fuse: bool,
+        rec: Option<&PipelineMetrics>,
+    ) -> Result<(), PipelineError> {
         // Sort valid items by length so each chunk pads little.
         let mut order: Vec<usize> = (0..items.len())
             .filter(|&i| items[i].error.is_none())
             .collect();
-        order.sort_by_key(|&i| items[i].ids.first().map_or(0, Vec::len));
+        order.sort_by_key(|&i| items[i].primary_len());
         for chunk in order.chunks(self.config.max_batch_size) {
-            self.run_chunk(&mut items, chunk)?;
+            self.run_chunk(items, chunk, run, fuse, rec)?;
         }
-        Ok(items
-            .into_iter()
-            .map(|it| match it.error {
-                Some(e) => Err(e),
-                None => Ok(MultiEmbedding {
-                    tokens: it.ids.first().map_or(0, Vec::len),
-                    truncated: it.truncated,
-                    slots: it.out,
-                    fused: it.fused,
-                }),
-            })
-            .collect())
+        if !order.is_empty() {
+            self.state.warmed_up.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
-    fn run_chunk(&self, items: &mut [Item], chunk: &[usize]) -> Result<(), PipelineError> {
+    /// Turns a computed item into its output, keeping only `r`'s outputs.
+    pub(crate) fn finish(item: Item, r: &Resolved) -> Result<MultiEmbedding, PipelineError> {
+        if let Some(e) = item.error {
+            return Err(e);
+        }
+        let tokens = item.primary_len();
+        let mut out = item.out;
+        for id in ModelId::ALL {
+            if !r.returned.contains(id) {
+                out[id.index()] = None;
+            }
+        }
+        Ok(MultiEmbedding {
+            tokens,
+            truncated: item.truncated,
+            slots: out,
+            fused: if r.fused { item.fused } else { None },
+        })
+    }
+
+    /// Embeds on the calling thread (the blocking API): validation, cache,
+    /// tokenization, inference, fusion, metrics. With `fail_fast`, the first
+    /// bad input (by index) fails the call before any model runs.
+    pub(crate) fn run_inline(
+        &self,
+        inputs: &[EmbedInput],
+        r: &Resolved,
+        fail_fast: bool,
+    ) -> Result<Vec<Result<MultiEmbedding, PipelineError>>, PipelineError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start = Instant::now();
+        let rec = self.rec();
+        let _in_flight = rec.map(PipelineMetrics::track_in_flight);
+        let prepared: Vec<Item> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| self.prepare(i, x))
+            .collect();
+        if fail_fast && let Some(e) = prepared.iter().find_map(|it| it.error.clone()) {
+            self.record_failure(&e, rec);
+            return Err(e);
+        }
+        let mut results: Vec<Option<Result<MultiEmbedding, PipelineError>>> =
+            (0..inputs.len()).map(|_| None).collect();
+        let mut misses: Vec<Item> = Vec::new();
+        let mut texts: Vec<&str> = Vec::new();
+        let mut keys: Vec<Option<Key>> = Vec::new();
+        for item in prepared {
+            let text = inputs[item.index].text.as_str();
+            let key = item
+                .error
+                .is_none()
+                .then(|| self.cache_key(&item, text, r))
+                .flatten();
+            match self.cache_get(key) {
+                Some(hit) => results[item.index] = Some(Ok(hit)),
+                None => {
+                    misses.push(item);
+                    texts.push(text);
+                    keys.push(key);
+                }
+            }
+        }
+        if !misses.is_empty() {
+            self.tokenize(&mut misses, &texts, r.run, rec);
+            if fail_fast && let Some(e) = misses.iter().find_map(|it| it.error.clone()) {
+                self.record_failure(&e, rec);
+                return Err(e);
+            }
+            let batch_start = Instant::now();
+            // A failed computation is already counted (per slot, or as a
+            // fusion error) where it happened.
+            self.compute(&mut misses, r.run, r.fused, rec)?;
+            let valid = misses.iter().filter(|it| it.error.is_none()).count();
+            if let Some(m) = rec
+                && valid > 0
+            {
+                m.record_batch(valid, micros(batch_start.elapsed()));
+            }
+            let mut fresh = Vec::new();
+            for (item, key) in misses.into_iter().zip(keys) {
+                let index = item.index;
+                let out = Self::finish(item, r);
+                if let (Ok(v), Some(k)) = (&out, key) {
+                    fresh.push((k, v.clone()));
+                }
+                results[index] = Some(out);
+            }
+            self.cache_put(fresh);
+        }
+        let latency = micros(start.elapsed());
+        let mut any_ok = false;
+        let out: Vec<Result<MultiEmbedding, PipelineError>> = results
+            .into_iter()
+            .map(|r| {
+                let r = r.unwrap_or(Err(PipelineError::WorkerLost));
+                match &r {
+                    Ok(_) => {
+                        any_ok = true;
+                        if let Some(m) = rec {
+                            m.record_embedding(latency);
+                        }
+                    }
+                    Err(e) => self.record_failure(e, rec),
+                }
+                r
+            })
+            .collect();
+        if any_ok {
+            self.state.embedded_now();
+        }
+        Ok(out)
+    }
+
+    /// Counts one failed input (or request).
+    pub(crate) fn record_failure(&self, e: &PipelineError, rec: Option<&PipelineMetrics>) {
+        if let Some(m) = rec {
+            m.record_error_kind(e.kind(), None);
+        }
+    }
+
+    /// One warm-up pass through every loaded slot, not recorded or cached.
+    pub(crate) fn warm_up(&self) -> Result<(), PipelineError> {
+        let r = self.resolve_all();
+        let input = EmbedInput::new("warm-up");
+        let mut items = vec![self.prepare(0, &input)];
+        self.tokenize(&mut items, &[input.text.as_str()], r.run, None);
+        if let Some(e) = items.iter().find_map(|it| it.error.clone()) {
+            return Err(e);
+        }
+        self.compute(&mut items, r.run, r.fused, None)
+    }
+
+    fn run_chunk(
+        &self,
+        items: &mut [Item],
+        chunk: &[usize],
+        run: SlotMask,
+        fuse: bool,
+        rec: Option<&PipelineMetrics>,
+    ) -> Result<(), PipelineError> {
+        let inference_start = Instant::now();
         for (p, plan) in self.plans.iter().enumerate() {
+            if !Self::plan_runs(plan, run) {
+                continue;
+            }
             let entry = &self.models[plan.model];
             let Some(ckpt) = &entry.checkpoint else {
                 continue;
+            };
+            let slots: Vec<(ModelId, SlotHead)> = plan
+                .slots
+                .iter()
+                .copied()
+                .filter(|(id, _)| run.contains(*id))
+                .collect();
+            let fail = |e: candle_core::Error| {
+                if let Some(m) = rec {
+                    for (id, _) in &slots {
+                        m.record_model_failure(*id, ErrorKind::Inference);
+                    }
+                }
+                PipelineError::inference(format!("model `{}`", entry.name), e)
             };
             let ids: Vec<Vec<u32>> = chunk
                 .iter()
                 .map(|&i| items[i].ids.get(p).cloned().unwrap_or_default())
                 .collect();
             let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-            let err = |e: candle_core::Error| {
-                PipelineError::inference(format!("model `{}`", entry.name), e)
-            };
-            let hidden = ckpt.forward(&ids).map_err(err)?;
-            let mut pooled = if plan.pooled.is_empty() {
+            let t0 = Instant::now();
+            let hidden = ckpt.forward(&ids).map_err(fail)?;
+            // Only the pooled heads a running slot needs.
+            let pooled_heads: Vec<PooledHead> = plan
+                .pooled
+                .iter()
+                .copied()
+                .filter(|h| {
+                    slots.iter().any(|(_, head)| match head {
+                        SlotHead::Pooled(x) => x == h,
+                        SlotHead::Causal => matches!(h, PooledHead::Cause | PooledHead::Effect),
+                        SlotHead::PerToken => false,
+                    })
+                })
+                .collect();
+            let trunk = t0.elapsed();
+            let t1 = Instant::now();
+            let mut pooled = if pooled_heads.is_empty() {
                 Vec::new()
             } else {
-                transformer::pooled(&hidden, &lens, &plan.pooled).map_err(err)?
+                transformer::pooled(&hidden, &lens, &pooled_heads).map_err(fail)?
             };
-            let tokens = if plan.per_token {
+            let pooled_time = t1.elapsed();
+            let t2 = Instant::now();
+            let wants_tokens = slots.iter().any(|(_, h)| *h == SlotHead::PerToken);
+            let mut tokens = if plan.per_token && wants_tokens {
                 Some(
                     transformer::per_token(&hidden, &lens, self.li_projection.as_ref())
-                        .map_err(err)?,
+                        .map_err(fail)?,
                 )
             } else {
                 None
             };
-            let head_of = |h: PooledHead| plan.pooled.iter().position(|x| *x == h);
-            let mut tokens = tokens;
+            let per_token_time = t2.elapsed();
+            let head_of = |h: PooledHead| pooled_heads.iter().position(|x| *x == h);
             for (row, &i) in chunk.iter().enumerate() {
                 let mut shared: BTreeMap<PooledHead, Arc<[f32]>> = BTreeMap::new();
                 let mut arc = |h: PooledHead| -> Option<Arc<[f32]>> {
                     let k = head_of(h)?;
+                    let v = pooled.get_mut(k)?.get_mut(row)?;
                     Some(
                         shared
                             .entry(h)
-                            .or_insert_with(|| Arc::from(std::mem::take(&mut pooled[k][row])))
+                            .or_insert_with(|| Arc::from(std::mem::take(v)))
                             .clone(),
                     )
                 };
-                for &(slot, head) in &plan.slots {
+                for &(slot, head) in &slots {
                     let out = match head {
                         SlotHead::Pooled(h) => arc(h).map(SlotOutput::Dense),
                         SlotHead::Causal => match (arc(PooledHead::Cause), arc(PooledHead::Effect))
@@ -811,81 +1209,140 @@ impl EmbeddingPipeline {
                             }
                             _ => None,
                         },
-                        SlotHead::PerToken => tokens.as_mut().map(|(dim, rows)| {
-                            SlotOutput::PerToken(TokenVectors::new(
-                                *dim,
-                                std::mem::take(&mut rows[row]),
-                            ))
+                        SlotHead::PerToken => tokens.as_mut().and_then(|(dim, rows)| {
+                            rows.get_mut(row).map(|r| {
+                                SlotOutput::PerToken(TokenVectors::new(*dim, std::mem::take(r)))
+                            })
                         }),
                     };
                     items[i].out[slot.index()] = out;
                 }
             }
+            if let Some(m) = rec {
+                for &(slot, head) in &slots {
+                    let head_time = match head {
+                        SlotHead::PerToken => per_token_time,
+                        _ => pooled_time,
+                    };
+                    m.record_model_latency(slot, micros(trunk + head_time));
+                    for _ in chunk {
+                        m.record_model_request(slot);
+                    }
+                }
+            }
         }
-        self.run_builtins(items, chunk)?;
-        if let Some(fusion) = &self.fusion {
+        self.run_builtins(items, chunk, run, rec)?;
+        if let Some(m) = rec {
+            m.record_stage(Stage::Inference, micros(inference_start.elapsed()));
+        }
+        if fuse && let Some(fusion) = &self.fusion {
+            let t = Instant::now();
             let rows: Vec<&[Option<SlotOutput>; ModelId::COUNT]> =
                 chunk.iter().map(|&i| &items[i].out).collect();
-            let fused = fusion.fuse(&rows)?;
+            let fused = fusion.fuse(&rows).inspect_err(|e| {
+                if let Some(m) = rec {
+                    m.record_error_kind(e.kind(), None);
+                }
+            })?;
             for (&i, v) in chunk.iter().zip(fused) {
                 items[i].fused = Some(v);
+            }
+            if let Some(m) = rec {
+                m.record_stage(Stage::Fusion, micros(t.elapsed()));
             }
         }
         Ok(())
     }
 
-    fn run_builtins(&self, items: &mut [Item], chunk: &[usize]) -> Result<(), PipelineError> {
-        let on = |id: ModelId| self.builtins[id.index()];
+    fn run_builtins(
+        &self,
+        items: &mut [Item],
+        chunk: &[usize],
+        run: SlotMask,
+        rec: Option<&PipelineMetrics>,
+    ) -> Result<(), PipelineError> {
+        let on = |id: ModelId| self.builtins[id.index()] && run.contains(id);
         let dev = &self.device;
         let t = &self.config.temporal;
+        let done = |id: ModelId, start: Instant| {
+            if let Some(m) = rec {
+                m.record_model_latency(id, micros(start.elapsed()));
+                for _ in chunk {
+                    m.record_model_request(id);
+                }
+            }
+        };
+        let fail = |id: ModelId, e: candle_core::Error| {
+            if let Some(m) = rec {
+                m.record_model_failure(id, ErrorKind::Inference);
+            }
+            PipelineError::inference(id.as_str(), e)
+        };
         if on(ModelId::TemporalRecent) {
+            let start = Instant::now();
             let ages: Vec<f64> = chunk
                 .iter()
                 .map(|&i| unix_seconds(items[i].now) - unix_seconds(items[i].timestamp))
                 .collect();
             let rows = builtin::temporal_recent(&ages, &self.half_lives_s, dev)
-                .map_err(|e| PipelineError::inference("temporal_recent", e))?;
+                .map_err(|e| fail(ModelId::TemporalRecent, e))?;
             for (&i, v) in chunk.iter().zip(rows) {
                 items[i].out[ModelId::TemporalRecent.index()] = Some(SlotOutput::Dense(v.into()));
             }
+            done(ModelId::TemporalRecent, start);
         }
         if on(ModelId::TemporalPeriodic) {
+            let start = Instant::now();
             let times: Vec<f64> = chunk
                 .iter()
                 .map(|&i| unix_seconds(items[i].timestamp))
                 .collect();
             let rows = builtin::temporal_periodic(&times, t.periodic_harmonics, dev)
-                .map_err(|e| PipelineError::inference("temporal_periodic", e))?;
+                .map_err(|e| fail(ModelId::TemporalPeriodic, e))?;
             for (&i, v) in chunk.iter().zip(rows) {
                 items[i].out[ModelId::TemporalPeriodic.index()] = Some(SlotOutput::Dense(v.into()));
             }
+            done(ModelId::TemporalPeriodic, start);
         }
         if on(ModelId::TemporalPositional) {
+            let start = Instant::now();
             let pos: Vec<u64> = chunk.iter().map(|&i| items[i].position).collect();
             let rows = builtin::temporal_positional(&pos, t.positional_dim, t.positional_base, dev)
-                .map_err(|e| PipelineError::inference("temporal_positional", e))?;
+                .map_err(|e| fail(ModelId::TemporalPositional, e))?;
             for (&i, v) in chunk.iter().zip(rows) {
                 items[i].out[ModelId::TemporalPositional.index()] =
                     Some(SlotOutput::Dense(v.into()));
             }
+            done(ModelId::TemporalPositional, start);
         }
         let vocab = self
             .builtin_tokenizer
             .and_then(|m| self.models[m].tokenizer.as_ref())
             .map_or(0, |t| t.vocab_size());
-        for &i in chunk {
-            if on(ModelId::Hdc) {
-                let h = &self.config.hdc;
+        if on(ModelId::Hdc) {
+            let start = Instant::now();
+            let h = &self.config.hdc;
+            for &i in chunk {
                 let v = builtin::hdc(&items[i].builtin_ids, h.dim, h.seed, h.max_ngram, dev)
-                    .map_err(|e| PipelineError::inference("hdc", e))?;
+                    .map_err(|e| fail(ModelId::Hdc, e))?;
                 items[i].out[ModelId::Hdc.index()] = Some(SlotOutput::Dense(v.into()));
             }
-            if on(ModelId::Sparse) {
+            done(ModelId::Hdc, start);
+        }
+        if on(ModelId::Sparse) {
+            let start = Instant::now();
+            for &i in chunk {
                 let s = builtin::sparse(&items[i].builtin_ids, vocab, dev)
-                    .map_err(|e| PipelineError::inference("sparse", e))?;
+                    .map_err(|e| fail(ModelId::Sparse, e))?;
                 items[i].out[ModelId::Sparse.index()] = Some(SlotOutput::Sparse(s));
             }
+            done(ModelId::Sparse, start);
         }
         Ok(())
     }
+}
+
+/// Microseconds, saturating.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

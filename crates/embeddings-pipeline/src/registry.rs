@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use embeddings_types::ModelId;
+use serde::{Serialize, Serializer};
 
 use crate::error::PipelineError;
 
 /// The head a transformer slot applies to its checkpoint's trunk output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum HeadKind {
     /// Mask-aware mean pooling, L2-normalised.
@@ -23,7 +25,8 @@ pub enum HeadKind {
 }
 
 /// What computes a slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
 #[non_exhaustive]
 pub enum Backend {
     /// A transformer checkpoint plus a head.
@@ -37,7 +40,8 @@ pub enum Backend {
     BuiltIn,
 }
 
-/// Whether a slot is running.
+/// Whether a slot is running. Serializes as `{"state": "loaded"}`,
+/// `{"state": "disabled"}` or `{"state": "failed", "reason": "..."}`.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum SlotState {
@@ -49,8 +53,32 @@ pub enum SlotState {
     Failed(PipelineError),
 }
 
+impl Serialize for SlotState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (state, reason) = match self {
+            Self::Loaded => ("loaded", None),
+            Self::Disabled => ("disabled", None),
+            Self::Failed(e) => ("failed", Some(e.to_string())),
+        };
+        let mut s = serializer.serialize_struct("SlotState", 1 + usize::from(reason.is_some()))?;
+        s.serialize_field("state", state)?;
+        if let Some(r) = reason {
+            s.serialize_field("reason", &r)?;
+        }
+        s.end()
+    }
+}
+
+fn error_text<S: Serializer>(e: &Option<PipelineError>, s: S) -> Result<S::Ok, S::Error> {
+    match e {
+        Some(e) => s.serialize_some(&e.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
 /// One slot's line in the registry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SlotReport {
     /// The slot.
     pub slot: ModelId,
@@ -81,13 +109,14 @@ impl SlotReport {
 }
 
 /// One checkpoint's line in the registry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelReport {
     /// The `[models.*]` name.
     pub name: String,
     /// The resolved folder, when it was found.
     pub dir: Option<PathBuf>,
-    /// Why it could not be loaded, if so.
+    /// Why it could not be loaded, if so (serialized as its message).
+    #[serde(serialize_with = "error_text")]
     pub error: Option<PipelineError>,
     /// Hidden size, when loaded with weights.
     pub hidden: Option<usize>,
@@ -100,7 +129,7 @@ pub struct ModelReport {
 }
 
 /// The fusion step's line in the registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FusionReport {
     /// Concatenated input width.
     pub d_in: usize,
@@ -114,8 +143,8 @@ pub struct FusionReport {
 
 /// Everything the pipeline loaded, as returned by
 /// [`EmbeddingPipeline::describe`](crate::EmbeddingPipeline::describe).
-/// `Display` prints a table.
-#[derive(Debug, Clone, PartialEq)]
+/// `Display` prints a table; serializes to JSON with serde.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelRegistry {
     /// All twelve slots, in slot order.
     pub slots: Vec<SlotReport>,

@@ -1,3 +1,4 @@
+//! Transformer checkpoints: loading, the trunk forward pass, and the heads.
 #![doc = include_str!("../docs/heads.md")]
 
 use std::collections::HashMap;

@@ -1,0 +1,143 @@
+//! What a caller asks of [`submit`](crate::EmbeddingPipeline::submit) and
+//! what it gets back.
+
+use std::time::Duration;
+
+use embeddings_types::ModelId;
+use serde::{Deserialize, Serialize};
+
+use crate::output::MultiEmbedding;
+
+/// Which outputs a request wants.
+///
+/// - `slots`: `None` (default) means every loaded slot; `Some(list)` returns
+///   only those slots. A listed slot that is not loaded (disabled or failed)
+///   makes the request fail with
+///   [`PipelineError::SlotUnavailable`](crate::PipelineError::SlotUnavailable).
+/// - `fused` (default `true`): also return the fused vector, when fusion is
+///   enabled in the configuration (when it is off, `fused()` is `None`).
+///
+/// The fused vector always fuses **every** loaded slot, whatever `slots`
+/// says, so a vector is comparable across requests; asking for it therefore
+/// runs every slot. With `fused: false`, only the requested slots run: no
+/// trunk forward pass when no transformer slot is requested, no per-token
+/// head unless `late_interaction` is requested, no built-in slot unless
+/// requested.
+///
+/// ```
+/// use embeddings_pipeline::{EmbedOptions, ModelId};
+/// let o = EmbedOptions::only([ModelId::Semantic]);
+/// assert_eq!(o.slots, Some(vec![ModelId::Semantic]));
+/// assert!(!o.fused);
+/// assert!(EmbedOptions::default().fused);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedOptions {
+    /// The slots to return; `None`: every loaded slot.
+    pub slots: Option<Vec<ModelId>>,
+    /// Return the fused vector (when fusion is enabled).
+    pub fused: bool,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        Self {
+            slots: None,
+            fused: true,
+        }
+    }
+}
+
+impl EmbedOptions {
+    /// Only `slots`, without the fused vector (so only those slots run).
+    #[must_use]
+    pub fn only(slots: impl IntoIterator<Item = ModelId>) -> Self {
+        Self {
+            slots: Some(slots.into_iter().collect()),
+            fused: false,
+        }
+    }
+
+    /// Sets `fused`.
+    #[must_use]
+    pub fn with_fused(mut self, fused: bool) -> Self {
+        self.fused = fused;
+        self
+    }
+}
+
+/// Where a request's time went. Suitable for `Server-Timing`-style headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timings {
+    /// From submission until a worker took the request (zero when every
+    /// item was a cache hit).
+    pub queue_wait: Duration,
+    /// Tokenization, forward passes, heads and fusion of the batch the
+    /// request ran in (shared with the requests batched with it).
+    pub inference: Duration,
+    /// From submission until the answer was ready.
+    pub total: Duration,
+}
+
+/// The answer to [`submit`](crate::EmbeddingPipeline::submit): one
+/// [`MultiEmbedding`] per input, in input order, holding only the requested
+/// outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedResponse {
+    /// One per input, in order.
+    pub embeddings: Vec<MultiEmbedding>,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// A set of slots, one bit per [`ModelId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub(crate) struct SlotMask(u16);
+
+impl SlotMask {
+    pub(crate) const fn empty() -> Self {
+        Self(0)
+    }
+
+    pub(crate) fn from_fn(mut f: impl FnMut(ModelId) -> bool) -> Self {
+        let mut m = Self::empty();
+        for id in ModelId::ALL {
+            if f(id) {
+                m.insert(id);
+            }
+        }
+        m
+    }
+
+    pub(crate) fn insert(&mut self, id: ModelId) {
+        self.0 |= 1 << id.index();
+    }
+
+    pub(crate) const fn contains(self, id: ModelId) -> bool {
+        self.0 & (1 << id.index()) != 0
+    }
+
+    pub(crate) const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    pub(crate) const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub(crate) const fn bits(self) -> u16 {
+        self.0
+    }
+}
+
+/// Options resolved against the loaded slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Resolved {
+    /// Slots returned to the caller.
+    pub(crate) returned: SlotMask,
+    /// Return the fused vector.
+    pub(crate) fused: bool,
+    /// Slots that must run (`returned`, or every loaded slot when fusing).
+    pub(crate) run: SlotMask,
+}

@@ -1,0 +1,661 @@
+//! The router, the shared state and the handlers.
+//!
+//! The server binds before the pipeline has loaded: until then the embedding
+//! endpoints answer 503 and the readiness and startup probes fail, while
+//! `/metrics`, `/health` and `/livez` work. None of the observability
+//! endpoints touches the inference queue, so they stay fast under load.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use embeddings_health::{
+    ComponentChecks, GpuObservation, HealthPolicy, HealthReport, Observation, RegistryState,
+};
+use embeddings_metrics::{
+    Encoder, Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, PipelineMetrics,
+};
+use embeddings_pipeline::{
+    EmbedInput, EmbedOptions, EmbedResponse, EmbeddingPipeline, PipelineError,
+};
+use embeddings_types::ModelId;
+use serde::Serialize;
+
+use crate::api::{self, EmbedRequest, OpenAiRequest};
+use crate::cli::Args;
+use crate::error::{ApiError, ErrorKind};
+use crate::http_metrics::{ENDPOINTS, HttpMetrics, endpoint_index};
+use crate::process::ProcessStats;
+use crate::request_id::{self, RequestId};
+
+/// Request limits, from the command line.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Limits {
+    /// Largest body, bytes.
+    pub max_body_bytes: usize,
+    /// Most inputs per request.
+    pub max_inputs: usize,
+    /// Most characters per input.
+    pub max_input_chars: usize,
+    /// Longest a request may take, seconds.
+    pub request_timeout_secs: u64,
+}
+
+impl Limits {
+    /// The limits given on the command line.
+    #[must_use]
+    pub fn from_args(args: &Args) -> Self {
+        Self {
+            max_body_bytes: args.max_body_bytes,
+            max_inputs: args.max_inputs,
+            max_input_chars: args.max_input_chars,
+            request_timeout_secs: args.request_timeout_secs,
+        }
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+}
+
+/// Where loading the pipeline stands.
+#[derive(Debug)]
+pub enum Loaded {
+    /// Ready to serve.
+    Ready(Arc<EmbeddingPipeline>),
+    /// Loading failed; the message says why and what to do.
+    Failed(String),
+}
+
+/// Shared state of every handler.
+#[derive(Debug)]
+pub struct AppState {
+    /// The pipeline's recorder; exists before the pipeline so `/metrics` works while loading.
+    pub metrics: Arc<PipelineMetrics>,
+    /// The HTTP layer's recorder.
+    pub http: HttpMetrics,
+    /// Set once, when loading ends.
+    pub pipeline: OnceLock<Loaded>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Health thresholds.
+    pub policy: HealthPolicy,
+    /// When the server started.
+    pub started: Instant,
+    /// Wall-clock start time.
+    pub started_at: DateTime<Utc>,
+}
+
+impl AppState {
+    /// Fresh state for a server that has not loaded its pipeline yet.
+    ///
+    /// # Errors
+    /// If the HTTP metric families cannot be built (a bug).
+    pub fn new(
+        limits: Limits,
+        metrics: Arc<PipelineMetrics>,
+    ) -> Result<Self, embeddings_metrics::MetricsError> {
+        Ok(Self {
+            http: HttpMetrics::new(&metrics.config().prefix)?,
+            metrics,
+            pipeline: OnceLock::new(),
+            limits,
+            policy: HealthPolicy::default(),
+            started: Instant::now(),
+            started_at: Utc::now(),
+        })
+    }
+
+    fn ready(&self) -> Option<&Arc<EmbeddingPipeline>> {
+        match self.pipeline.get() {
+            Some(Loaded::Ready(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn unavailable(&self, id: &RequestId) -> ApiError {
+        let message = match self.pipeline.get() {
+            Some(Loaded::Failed(reason)) => format!("the pipeline failed to load: {reason}"),
+            _ => "the pipeline is still loading its models; retry shortly (see /readyz)".to_owned(),
+        };
+        ApiError::new(ErrorKind::Unavailable, id, message).retry_after(1)
+    }
+
+    /// The health report: the pipeline's own when loaded, otherwise one built
+    /// from the loading (or failed) state.
+    #[must_use]
+    pub fn health(&self) -> HealthReport {
+        if let Some(pipeline) = self.ready() {
+            return pipeline.health();
+        }
+        let now = Utc::now();
+        let mut registry = RegistryState::new();
+        if let Some(Loaded::Failed(reason)) = self.pipeline.get() {
+            for model in ModelId::ALL {
+                registry.mark_failed(model, reason.clone());
+            }
+        }
+        let snapshot = self.metrics.snapshot();
+        let gpu = GpuObservation::NotExpected;
+        let observation = Observation::new(&registry, &snapshot, &gpu, ComponentChecks::default())
+            .with_uptime(self.started.elapsed())
+            .with_last_progress(Some(now));
+        self.policy.evaluate(&observation, now)
+    }
+}
+
+/// Builds the router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/embed", post(embed))
+        .route("/v1/embeddings", post(openai_embeddings))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/startupz", get(startupz))
+        .route("/info", get(info))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_requests,
+        ))
+        .layer(middleware::from_fn(request_id::layer))
+        .with_state(state)
+}
+
+/// Counts every answered request exactly once, by endpoint and status.
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(ENDPOINTS.len() - 1, |p| {
+            endpoint_index(match p.as_str() {
+                "/embed" => "embed",
+                "/v1/embeddings" => "openai_embeddings",
+                other => other.trim_start_matches('/'),
+            })
+        });
+    let response = next.run(request).await;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    state
+        .http
+        .record(endpoint, response.status().as_u16(), micros);
+    response
+}
+
+fn request_id(headers: &axum::http::Extensions) -> RequestId {
+    headers
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(|| RequestId("unknown".to_owned()))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    let id = request_id(request.extensions());
+    ApiError::new(
+        ErrorKind::NotFound,
+        &id,
+        format!(
+            "no endpoint at {}; the endpoints are POST /embed, POST /v1/embeddings, GET /metrics, /health, /livez, /readyz, /startupz, /info",
+            request.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    let id = request_id(request.extensions());
+    ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        &id,
+        format!(
+            "{} does not accept {}",
+            request.uri().path(),
+            request.method()
+        ),
+    )
+}
+
+/// Reads the body within the size and time limits.
+async fn read_body(state: &AppState, id: &RequestId, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.limits.max_body_bytes;
+    match tokio::time::timeout(
+        state.limits.request_timeout(),
+        axum::body::to_bytes(body, limit),
+    )
+    .await
+    {
+        Err(_) => Err(ApiError::new(
+            ErrorKind::RequestTimeout,
+            id,
+            format!(
+                "the request body did not arrive within {} s",
+                state.limits.request_timeout_secs
+            ),
+        )),
+        Ok(Err(e)) => {
+            let too_large = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+                .any(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::new(
+                    ErrorKind::PayloadTooLarge,
+                    id,
+                    format!(
+                        "the body is larger than {limit} bytes; send fewer or shorter inputs per request"
+                    ),
+                ))
+            } else {
+                Err(ApiError::new(
+                    ErrorKind::MalformedJson,
+                    id,
+                    format!("could not read the request body: {e}"),
+                ))
+            }
+        }
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// Parses JSON: syntax errors (and invalid UTF-8) are 400, content errors 422.
+fn parse_json<T: serde::de::DeserializeOwned>(id: &RequestId, bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        let kind = match e.classify() {
+            Category::Data => ErrorKind::Validation,
+            Category::Syntax | Category::Eof | Category::Io => ErrorKind::MalformedJson,
+        };
+        let hint = match kind {
+            ErrorKind::Validation => {
+                "; see the schema in the README (`inputs` is a string or an array of strings)"
+            }
+            _ => "; the body must be a UTF-8 JSON object",
+        };
+        ApiError::new(kind, id, format!("invalid request body: {e}{hint}"))
+    })
+}
+
+fn check_inputs(state: &AppState, id: &RequestId, inputs: &[String]) -> Result<(), ApiError> {
+    let limits = &state.limits;
+    if inputs.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::Validation,
+            id,
+            "no inputs: send at least one text",
+        ));
+    }
+    if inputs.len() > limits.max_inputs {
+        return Err(ApiError::new(
+            ErrorKind::Validation,
+            id,
+            format!(
+                "{} inputs in one request; the limit is {}: split the request",
+                inputs.len(),
+                limits.max_inputs
+            ),
+        ));
+    }
+    for (i, text) in inputs.iter().enumerate() {
+        let chars = text.chars().count();
+        if chars > limits.max_input_chars {
+            return Err(ApiError::new(
+                ErrorKind::Validation,
+                id,
+                format!(
+                    "input {i} has {chars} characters; the limit is {}: shorten or split it",
+                    limits.max_input_chars
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_models(id: &RequestId, names: &[String]) -> Result<Vec<ModelId>, ApiError> {
+    names
+        .iter()
+        .map(|n| {
+            n.parse::<ModelId>()
+                .map_err(|e| ApiError::new(ErrorKind::Validation, id, e.to_string()))
+        })
+        .collect()
+}
+
+/// Runs a request through the pipeline's queue, mapping failures to HTTP.
+async fn run_pipeline(
+    state: &AppState,
+    id: &RequestId,
+    inputs: Vec<EmbedInput>,
+    options: EmbedOptions,
+) -> Result<EmbedResponse, ApiError> {
+    let Some(pipeline) = state.ready() else {
+        return Err(state.unavailable(id));
+    };
+    let ticket = pipeline
+        .submit(inputs, options)
+        .map_err(|e| pipeline_error(id, &e))?;
+    match tokio::time::timeout(state.limits.request_timeout(), ticket).await {
+        Err(_) => Err(ApiError::new(
+            ErrorKind::Timeout,
+            id,
+            format!(
+                "the embedding did not finish within {} s; retry with fewer inputs",
+                state.limits.request_timeout_secs
+            ),
+        )),
+        Ok(result) => result.map_err(|e| pipeline_error(id, &e)),
+    }
+}
+
+fn pipeline_error(id: &RequestId, error: &PipelineError) -> ApiError {
+    use embeddings_types::ErrorKind as Kind;
+    let kind = match error.kind() {
+        Kind::Validation | Kind::Tokenization => ErrorKind::Validation,
+        Kind::Overload => {
+            return ApiError::new(ErrorKind::Overloaded, id, error.to_string()).retry_after(1);
+        }
+        Kind::Timeout => ErrorKind::Timeout,
+        Kind::Inference | Kind::Internal => ErrorKind::Internal,
+    };
+    ApiError::new(kind, id, error.to_string())
+}
+
+fn server_timing(response: &mut Response, timings: &api::TimingsJson) {
+    let value = format!(
+        "queue;dur={:.3}, inference;dur={:.3}, total;dur={:.3}",
+        timings.queue, timings.inference, timings.total
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert("server-timing", v);
+    }
+}
+
+fn timings(response: &EmbedResponse) -> api::TimingsJson {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    api::TimingsJson {
+        queue: ms(response.timings.queue_wait),
+        inference: ms(response.timings.inference),
+        total: ms(response.timings.total),
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, id: &RequestId, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = (status, bytes).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(e) => ApiError::new(
+            ErrorKind::Internal,
+            id,
+            format!("could not encode the response: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn embed(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
+    let id = request_id(request.extensions());
+    let bytes = read_body(&state, &id, request.into_body()).await?;
+    let body: EmbedRequest = parse_json(&id, &bytes)?;
+    let texts = body.inputs.into_vec();
+    check_inputs(&state, &id, &texts)?;
+    let slots = body
+        .models
+        .as_deref()
+        .map(|m| parse_models(&id, m))
+        .transpose()?;
+    let timestamp = body
+        .timestamp
+        .as_deref()
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorKind::Validation,
+                        &id,
+                        format!(
+                            "`timestamp` {t:?} is not RFC 3339 ({e}); use e.g. 2025-01-01T12:00:00Z"
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
+    let base = body.position.unwrap_or(0);
+    let inputs = texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut input = EmbedInput::new(text).with_position(base.saturating_add(i as u64));
+            if let Some(t) = timestamp {
+                input = input.with_timestamp(t);
+            }
+            input
+        })
+        .collect();
+    let options = EmbedOptions {
+        slots,
+        fused: body.fused,
+    };
+    let result = run_pipeline(&state, &id, inputs, options).await?;
+    let timings = timings(&result);
+    let json = api::EmbedResponseJson {
+        data: api::items(&result.embeddings),
+        timings_ms: timings,
+    };
+    let mut response = json_response(StatusCode::OK, &id, &json);
+    server_timing(&mut response, &timings);
+    Ok(response)
+}
+
+async fn openai_embeddings(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let id = request_id(request.extensions());
+    let bytes = read_body(&state, &id, request.into_body()).await?;
+    let body: OpenAiRequest = parse_json(&id, &bytes)?;
+    let base64 = match body.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorKind::Validation,
+                &id,
+                format!("encoding_format {other:?} is not supported; use \"float\" or \"base64\""),
+            ));
+        }
+    };
+    let slot = if body.model == "fused" {
+        None
+    } else {
+        let model = body
+            .model
+            .parse::<ModelId>()
+            .map_err(|e| ApiError::new(ErrorKind::Validation, &id, format!("{e}, or \"fused\"")))?;
+        if model.output_kind() != embeddings_types::OutputKind::Dense {
+            return Err(ApiError::new(
+                ErrorKind::Validation,
+                &id,
+                format!("slot {model} does not produce one dense vector; use POST /embed for it"),
+            ));
+        }
+        Some(model)
+    };
+    let texts = body.input.into_vec();
+    check_inputs(&state, &id, &texts)?;
+    let options = EmbedOptions {
+        slots: Some(slot.into_iter().collect()),
+        fused: slot.is_none(),
+    };
+    let inputs = texts.into_iter().map(EmbedInput::new).collect();
+    let result = run_pipeline(&state, &id, inputs, options).await?;
+
+    let mut data = Vec::with_capacity(result.embeddings.len());
+    let mut tokens = 0;
+    for (index, e) in result.embeddings.iter().enumerate() {
+        tokens += e.token_count();
+        let vector: &[f32] = match slot {
+            None => e.fused().unwrap_or_default(),
+            Some(ModelId::Causal) => e.causal().map(|p| &p.cause[..]).unwrap_or_default(),
+            Some(m) => e.dense(m).unwrap_or_default(),
+        };
+        let vector = match body.dimensions {
+            None => vector.to_vec(),
+            Some(d) if d == 0 || d > vector.len() => {
+                return Err(ApiError::new(
+                    ErrorKind::Validation,
+                    &id,
+                    format!(
+                        "dimensions must be between 1 and {} for {}",
+                        vector.len(),
+                        body.model
+                    ),
+                ));
+            }
+            Some(d) => api::shorten(vector, d),
+        };
+        let embedding = if base64 {
+            api::OpenAiVector::Base64(api::to_base64(&vector))
+        } else {
+            api::OpenAiVector::Float(vector)
+        };
+        data.push(api::OpenAiItem {
+            object: "embedding",
+            index,
+            embedding,
+        });
+    }
+    let timings = timings(&result);
+    let json = api::OpenAiResponse {
+        object: "list",
+        data,
+        model: body.model,
+        usage: api::OpenAiUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    };
+    let mut response = json_response(StatusCode::OK, &id, &json);
+    server_timing(&mut response, &timings);
+    Ok(response)
+}
+
+/// Whether the `Accept` header asks for OpenMetrics.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+/// Renders every family: the pipeline's, the HTTP layer's, process figures and build info.
+#[must_use]
+pub fn render_metrics(state: &AppState, format: Format) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(96 * 1024);
+    let mut encoder = Encoder::new(&mut out, format);
+    let prefix = &state.metrics.config().prefix;
+    let result = (|| -> std::fmt::Result {
+        state.metrics.encode(&mut encoder)?;
+        state.http.encode(&mut encoder)?;
+        crate::process_families::encode(&mut encoder, prefix, &ProcessStats::read())?;
+        encoder.finish()
+    })();
+    if result.is_err() {
+        let _ = writeln!(out, "# rendering failed");
+    }
+    out
+}
+
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (format, content_type) = if wants_openmetrics(&headers) {
+        (Format::OpenMetrics, OPENMETRICS_CONTENT_TYPE)
+    } else {
+        (Format::Prometheus, PROMETHEUS_CONTENT_TYPE)
+    };
+    let body = render_metrics(&state, format);
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn probe_response(id: &RequestId, result: &embeddings_health::ProbeResult) -> Response {
+    let status =
+        StatusCode::from_u16(result.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    json_response(status, id, result)
+}
+
+async fn health(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    let report = state.health();
+    let status = if report.verdict.can_serve() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &id, &report)
+}
+
+async fn livez(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    probe_response(&id, &state.health().probes.liveness)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    probe_response(&id, &state.health().probes.readiness)
+}
+
+async fn startupz(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    probe_response(&id, &state.health().probes.startup)
+}
+
+#[derive(Serialize)]
+struct Info<'a> {
+    name: &'static str,
+    version: &'static str,
+    state: &'static str,
+    load_error: Option<&'a str>,
+    limits: Limits,
+    pipeline: Option<serde_json::Value>,
+}
+
+async fn info(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    let (state_name, load_error, pipeline) = match state.pipeline.get() {
+        None => ("loading", None, None),
+        Some(Loaded::Failed(e)) => ("failed", Some(e.as_str()), None),
+        Some(Loaded::Ready(p)) => ("ready", None, serde_json::to_value(p.limits()).ok()),
+    };
+    let body = Info {
+        name: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+        state: state_name,
+        load_error,
+        limits: state.limits,
+        pipeline,
+    };
+    json_response(StatusCode::OK, &id, &body)
+}

@@ -1,0 +1,63 @@
+//! Command-line flags; each can also be set with an `EMBEDDINGS_*` environment
+//! variable (the flag wins when both are given).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+/// The embeddings HTTP service: embed, `/metrics`, `/health`, probes.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "embeddings-server", version, about)]
+pub struct Args {
+    /// Address and port to listen on (port 0 picks a free one; the chosen
+    /// address is logged and printed as `listening on ADDR`).
+    #[arg(long, env = "EMBEDDINGS_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Pipeline configuration file (TOML): slot bindings, batching, cache, fusion.
+    #[arg(long, env = "EMBEDDINGS_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the model folders (`cargo xtask fetch-models` fills `models/`).
+    #[arg(long, env = "EMBEDDINGS_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "EMBEDDINGS_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormat,
+
+    /// Largest accepted request body, bytes (larger: 413).
+    #[arg(long, env = "EMBEDDINGS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most inputs in one request (more: 422).
+    #[arg(long, env = "EMBEDDINGS_MAX_INPUTS", default_value_t = 256)]
+    pub max_inputs: usize,
+
+    /// Most characters in one input (more: 422).
+    #[arg(long, env = "EMBEDDINGS_MAX_INPUT_CHARS", default_value_t = 16_384)]
+    pub max_input_chars: usize,
+
+    /// Seconds a request may take in total, reading the body included (then 408 or 504).
+    #[arg(long, env = "EMBEDDINGS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Seconds to let in-flight requests finish after SIGTERM / SIGINT.
+    #[arg(long, env = "EMBEDDINGS_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}

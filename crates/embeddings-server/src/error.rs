@@ -1,0 +1,133 @@
+//! The one error type of the HTTP layer: every failure answers with a JSON
+//! body `{"error": message, "kind": kind, "request_id": id}` and the status
+//! that tells the client what to do.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::request_id::RequestId;
+
+/// What went wrong, as a stable machine-readable `kind` and an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400: the body is not valid JSON (or not UTF-8); fix the syntax.
+    MalformedJson,
+    /// 413: the body is larger than `--max-body-bytes`; send less per request.
+    PayloadTooLarge,
+    /// 422: the JSON is well-formed but its content is not acceptable (wrong
+    /// types, unknown slot, too many inputs, an input too long, a bad timestamp).
+    Validation,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 405: the endpoint exists but not with this method.
+    MethodNotAllowed,
+    /// 408: the client did not send its request within the time limit.
+    RequestTimeout,
+    /// 429: the pipeline's queue is full; retry after `Retry-After` seconds.
+    Overloaded,
+    /// 503: the pipeline is not loaded (still loading, or it failed to load).
+    Unavailable,
+    /// 504: the embedding did not finish within the time limit.
+    Timeout,
+    /// 500: a failure inside the pipeline; the message says which.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status for this kind.
+    #[must_use]
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedJson => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable `kind` string of the error body.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Validation => "validation",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// An error answered to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// The class of error.
+    pub kind: ErrorKind,
+    /// A message for the person reading it: what was wrong and what to do.
+    pub message: String,
+    /// The request it answers.
+    pub request_id: String,
+    /// Seconds after which a retry makes sense (sent as `Retry-After`).
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    /// An error of `kind` for the request `id`.
+    pub fn new(kind: ErrorKind, id: &RequestId, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            request_id: id.as_str().to_owned(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// Adds a `Retry-After` header.
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    kind: &'a str,
+    request_id: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: &self.message,
+            kind: self.kind.as_str(),
+            request_id: &self.request_id,
+        };
+        let json =
+            serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+        let mut response = (self.kind.status(), json).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

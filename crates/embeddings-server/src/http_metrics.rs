@@ -1,0 +1,136 @@
+//! Per-endpoint request counters and latency histograms of the HTTP layer.
+//!
+//! Each request moves exactly one `embeddings_http_requests_total{endpoint,code}`
+//! series, once, whatever the outcome (the middleware in [`crate::app`] is the
+//! only writer), so rejected requests are never double counted. Every series
+//! exists from the start at zero.
+
+use embeddings_metrics::histogram::DEFAULT_PRECISION_BITS;
+use embeddings_metrics::{
+    Counter, DEFAULT_LATENCY_BOUNDS_US, Encoder, ExportBounds, Family, Histogram, Labels,
+    MetricsError,
+};
+
+/// The endpoints, as they appear in the `endpoint` label.
+pub const ENDPOINTS: [&str; 9] = [
+    "embed",
+    "openai_embeddings",
+    "metrics",
+    "health",
+    "livez",
+    "readyz",
+    "startupz",
+    "info",
+    "other",
+];
+
+/// The status codes the server answers with, as they appear in the `code` label.
+pub const CODES: [u16; 12] = [200, 400, 404, 405, 408, 413, 422, 429, 500, 503, 504, 0];
+
+/// Index of `code` in [`CODES`]; unknown codes go to the last slot (`code="other"`).
+fn code_index(code: u16) -> usize {
+    CODES
+        .iter()
+        .position(|c| *c == code)
+        .unwrap_or(CODES.len() - 1)
+}
+
+/// Index of `endpoint` in [`ENDPOINTS`]; unknown ones count as `other`.
+#[must_use]
+pub fn endpoint_index(endpoint: &str) -> usize {
+    ENDPOINTS
+        .iter()
+        .position(|e| *e == endpoint)
+        .unwrap_or(ENDPOINTS.len() - 1)
+}
+
+/// The HTTP layer's recorder.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    requests: Vec<Counter>,
+    request_labels: Vec<Labels>,
+    durations: Vec<Histogram>,
+    endpoint_labels: Vec<Labels>,
+    requests_family: Family,
+    duration_family: Family,
+}
+
+impl HttpMetrics {
+    /// A recorder with every series at zero.
+    ///
+    /// # Errors
+    /// Only if the fixed names above were invalid (a bug, caught by tests).
+    pub fn new(prefix: &str) -> Result<Self, MetricsError> {
+        let mut request_labels = Vec::new();
+        for endpoint in ENDPOINTS {
+            for code in CODES {
+                let code = if code == 0 {
+                    "other".to_owned()
+                } else {
+                    code.to_string()
+                };
+                request_labels.push(Labels::new([
+                    ("endpoint", endpoint),
+                    ("code", code.as_str()),
+                ])?);
+            }
+        }
+        let endpoint_labels = ENDPOINTS
+            .iter()
+            .map(|e| Labels::new([("endpoint", *e)]))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Microseconds recorded, seconds exported (6 decimals), at the histograms' precision.
+        let bounds = ExportBounds::new(&DEFAULT_LATENCY_BOUNDS_US, 6, DEFAULT_PRECISION_BITS)?;
+        Ok(Self {
+            requests: (0..request_labels.len()).map(|_| Counter::new()).collect(),
+            request_labels,
+            durations: ENDPOINTS.iter().map(|_| Histogram::new()).collect(),
+            endpoint_labels,
+            requests_family: Family::counter(
+                &format!("{prefix}http_requests"),
+                "HTTP requests answered, by endpoint and status code.",
+            )?,
+            duration_family: Family::histogram(
+                &format!("{prefix}http_request_duration_seconds"),
+                "Time from receiving a request to sending its response head, by endpoint.",
+                bounds,
+            )?,
+        })
+    }
+
+    /// Counts one answered request.
+    pub fn record(&self, endpoint: usize, code: u16, micros: u64) {
+        let endpoint = endpoint.min(ENDPOINTS.len() - 1);
+        if let Some(c) = self.requests.get(endpoint * CODES.len() + code_index(code)) {
+            c.inc();
+        }
+        if let Some(h) = self.durations.get(endpoint) {
+            h.record(micros);
+        }
+    }
+
+    /// The count for one endpoint and code (for tests and `/info`).
+    #[must_use]
+    pub fn count(&self, endpoint: &str, code: u16) -> u64 {
+        let i = endpoint_index(endpoint) * CODES.len() + code_index(code);
+        self.requests.get(i).map_or(0, Counter::get)
+    }
+
+    /// Writes both families.
+    ///
+    /// # Errors
+    /// Only those of the underlying writer.
+    pub fn encode(&self, encoder: &mut Encoder<'_>) -> std::fmt::Result {
+        {
+            let mut family = encoder.family(&self.requests_family)?;
+            for (counter, labels) in self.requests.iter().zip(&self.request_labels) {
+                family.counter(labels, counter.get())?;
+            }
+        }
+        let mut family = encoder.family(&self.duration_family)?;
+        for (histogram, labels) in self.durations.iter().zip(&self.endpoint_labels) {
+            family.histogram(labels, histogram)?;
+        }
+        Ok(())
+    }
+}

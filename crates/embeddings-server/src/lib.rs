@@ -1,0 +1,35 @@
+//! The HTTP service of the embeddings pipeline: `POST /embed`, the
+//! OpenAI-compatible `POST /v1/embeddings`, `GET /metrics` (Prometheus text or
+//! OpenMetrics), `GET /health`, the probes `/livez`, `/readyz`, `/startupz`,
+//! and `GET /info`.
+//!
+//! - [`cli::Args`]: flags, each with an `EMBEDDINGS_*` environment variable.
+//! - [`app::router`] and [`app::AppState`]: the routes and what they share.
+//! - [`run`]: binds, starts loading the pipeline in the background, serves
+//!   until SIGTERM / SIGINT, then drains in-flight requests within a bound.
+//!
+//! **Who should depend on this:** nobody but the `embeddings-server` binary
+//! and its tests; embed the pipeline directly with `embeddings-pipeline`.
+//!
+//! ```
+//! use embeddings_server::error::ErrorKind;
+//! assert_eq!(ErrorKind::Overloaded.status().as_u16(), 429);
+//! assert_eq!(ErrorKind::Validation.as_str(), "validation");
+//! ```
+//!
+//! # Feature flags
+//! - `cuda`: GPU inference, forwarded to `embeddings-pipeline/cuda`.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod error;
+pub mod http_metrics;
+pub mod process;
+mod process_families;
+pub mod request_id;
+mod serve;
+
+pub use serve::run;

@@ -1,0 +1,27 @@
+//! The `embeddings-server` binary: parses flags and runs [`embeddings_server::run`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use embeddings_server::cli::Args;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("embeddings-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(embeddings_server::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("embeddings-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

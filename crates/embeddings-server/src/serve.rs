@@ -1,0 +1,142 @@
+//! Start-up, background loading and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use embeddings_metrics::PipelineMetrics;
+use embeddings_pipeline::EmbeddingPipeline;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::app::{AppState, Limits, Loaded, router};
+use crate::cli::{Args, LogFormat};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is taken or not ours to bind.
+    #[error(
+        "cannot listen on {addr}: {source}; pick another --bind address or stop the process using it"
+    )]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed while running.
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+    /// The metric families could not be built (a bug).
+    #[error("could not set up metrics: {0}")]
+    Metrics(#[from] embeddings_metrics::MetricsError),
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // `try_init` fails only when a subscriber is already set (tests); keep that one.
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+/// Runs the server until SIGTERM / SIGINT.
+///
+/// Binds first and prints `listening on ADDR` to standard output, then loads
+/// the pipeline on a blocking thread while already answering probes. On a
+/// signal it stops accepting connections, lets in-flight requests finish for
+/// up to `--shutdown-grace-secs`, and returns.
+///
+/// # Errors
+/// [`ServeError`] when the address cannot be bound or the server fails.
+pub async fn run(args: Args) -> Result<(), ServeError> {
+    init_logging(args.log_format);
+    let metrics = Arc::new(PipelineMetrics::new());
+    let state = Arc::new(AppState::new(
+        Limits::from_args(&args),
+        Arc::clone(&metrics),
+    )?);
+
+    let listener = TcpListener::bind(args.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: args.bind,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    println!("listening on {addr}");
+    tracing::info!(%addr, models_dir = %args.models_dir.display(), "listening; loading the pipeline");
+
+    let loader = Arc::clone(&state);
+    let models_dir = args.models_dir.clone();
+    let config = args.config.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let mut builder = EmbeddingPipeline::builder()
+            .models_dir(models_dir)
+            .metrics(metrics);
+        if let Some(config) = config {
+            builder = builder.config_file(config);
+        }
+        let loaded = match builder.build() {
+            Ok(pipeline) => {
+                tracing::info!(seconds = started.elapsed().as_secs_f64(), "pipeline ready");
+                Loaded::Ready(Arc::new(pipeline))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the pipeline failed to load; embedding requests will get 503");
+                Loaded::Failed(e.to_string())
+            }
+        };
+        let _ = loader.pipeline.set(loaded);
+    });
+
+    let draining = Arc::new(Notify::new());
+    let notify = Arc::clone(&draining);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        notify.notify_one();
+    });
+    let grace = Duration::from_secs(args.shutdown_grace_secs);
+    tokio::select! {
+        result = server => result?,
+        () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; exiting anyway");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
