@@ -179,6 +179,7 @@
 
 mod api;
 mod batch_processor;
+mod bert;
 mod builtin;
 mod cache_manager;
 mod config;

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 
+use crate::bert::BertEncoder;
 use crate::config::{ModelSource, Pooling};
 use crate::error::PipelineError;
 
@@ -21,9 +22,15 @@ pub(crate) enum PooledHead {
     Effect,
 }
 
+/// The trunk: the fused CPU encoder, or candle's `BertModel` elsewhere.
+enum Trunk {
+    Cpu(BertEncoder),
+    Candle(BertModel),
+}
+
 /// A loaded BERT-family checkpoint.
 pub(crate) struct Checkpoint {
-    model: BertModel,
+    model: Trunk,
     pub(crate) hidden: usize,
     pub(crate) max_len: usize,
     pub(crate) pooling: Pooling,
@@ -175,7 +182,11 @@ impl Checkpoint {
             .sum();
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            BertModel::load(vb, &config)
+            if device.is_cpu() {
+                BertEncoder::load(vb, &config).map(Trunk::Cpu)
+            } else {
+                BertModel::load(vb, &config).map(Trunk::Candle)
+            }
         }))
         .map_err(|_| corrupt("loading the tensors panicked".into()))?
         .map_err(|e| PipelineError::WeightsMismatch {
@@ -206,9 +217,17 @@ impl Checkpoint {
             mask[row * longest..row * longest + seq.len()].fill(1);
         }
         let input = Tensor::from_vec(flat, (batch, longest), &self.device)?;
-        let mask = Tensor::from_vec(mask, (batch, longest), &self.device)?;
-        let types = input.zeros_like()?;
-        self.model.forward(&input, &types, Some(&mask))
+        match &self.model {
+            Trunk::Cpu(encoder) => {
+                let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+                encoder.forward(&input, &lens)
+            }
+            Trunk::Candle(model) => {
+                let mask = Tensor::from_vec(mask, (batch, longest), &self.device)?;
+                let types = input.zeros_like()?;
+                model.forward(&input, &types, Some(&mask))
+            }
+        }
     }
 }
 
