@@ -420,37 +420,14 @@ fn metrics_count_every_request_once_per_outcome_and_promtool_accepts_both_format
             .starts_with("text/plain; version=0.0.4")
     );
 
-    let promtool = std::env::var("EMBEDDINGS_PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
-    {
-        let body = prom.text();
-        let mut child = Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("promtool not found ({e}): run `cargo xtask ci`, which installs it, or `apt-get install prometheus`"));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(body.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // promtool 2.42 parses the Prometheus text format only; the OpenMetrics
-        // body is checked by the embeddings-tests exposition test instead.
-        if !body.ends_with("# EOF\n") {
-            assert!(
-                out.status.success() && said.trim().is_empty(),
-                "promtool: {said}"
-            );
-        }
-    }
+    // The real parser on the Prometheus scrape; the strict OpenMetrics check
+    // on the OpenMetrics scrape, then promtool on its mechanical translation.
+    embeddings_tests::promtool_check_text("server-prometheus", &prom.text());
+    embeddings_tests::check_openmetrics(&om.text());
+    embeddings_tests::promtool_check_text(
+        "server-openmetrics",
+        &embeddings_tests::openmetrics_to_prometheus(&om.text()),
+    );
 }
 
 #[test]
