@@ -32,4 +32,4 @@ mod process_families;
 pub mod request_id;
 mod serve;
 
-pub use serve::run;
+pub use serve::{ServeError, run};
