@@ -526,3 +526,27 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     );
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
 }
+
+#[test]
+fn an_embedding_slower_than_the_request_timeout_is_504_and_the_server_keeps_serving() {
+    // 256 long inputs through every slot take seconds on a CPU; the limit is 1 s.
+    let server = Server::start_ready(&["--request-timeout-secs", "1"]);
+    let long =
+        "the quick brown fox jumps over the lazy dog while the rain keeps falling ".repeat(12);
+    let body = format!(
+        r#"{{"inputs": [{}]}}"#,
+        vec![format!("\"{long}\""); 256].join(",")
+    );
+    let r = server.post_json("/embed", &body);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["kind"], "timeout");
+    assert_eq!(server.get("/health").status, 200);
+    let text = server.get("/metrics").text();
+    assert_eq!(
+        sample(
+            &text,
+            "embeddings_http_requests_total{endpoint=\"embed\",code=\"504\"}"
+        ),
+        Some(1.0)
+    );
+}
