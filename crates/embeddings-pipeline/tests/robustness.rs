@@ -11,21 +11,11 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use chrono::{DateTime, Duration, Utc};
-use common::{dot, norm, write_tiny_bert};
+use common::{TEMPORAL, dot, norm, t0, write_tiny_bert};
 use embeddings_pipeline::{
     DeviceKind, EmbedInput, EmbeddingPipeline, InputError, ModelId, ModelSource, PipelineConfig,
     PipelineError, SlotState, cosine,
 };
-
-const TEMPORAL: [ModelId; 3] = [
-    ModelId::TemporalRecent,
-    ModelId::TemporalPeriodic,
-    ModelId::TemporalPositional,
-];
-
-fn t0() -> DateTime<Utc> {
-    "2024-03-14T15:09:26Z".parse().unwrap()
-}
 
 fn temporal_pipeline() -> EmbeddingPipeline {
     EmbeddingPipeline::builder()

@@ -15,23 +15,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use chrono::{DateTime, Duration, Utc};
-use common::write_tiny_bert;
+use common::{TEMPORAL, t0, write_tiny_bert};
 use embeddings_health::{HealthRule, Verdict};
 use embeddings_pipeline::{
     BatchingConfig, EmbedInput, EmbedOptions, EmbeddingPipeline, ErrorKind, InputError, ModelId,
     ModelSource, PipelineBuilder, PipelineConfig, PipelineError, PipelineMetrics, cosine,
 };
 use embeddings_types::Stage;
-
-const TEMPORAL: [ModelId; 3] = [
-    ModelId::TemporalRecent,
-    ModelId::TemporalPeriodic,
-    ModelId::TemporalPositional,
-];
-
-fn t0() -> DateTime<Utc> {
-    "2024-03-14T15:09:26Z".parse().unwrap()
-}
 
 fn batching(queue_capacity: usize) -> BatchingConfig {
     BatchingConfig {

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use chrono::{DateTime, Utc};
+use embeddings_pipeline::ModelId;
 
 /// `$EMBEDDINGS_MODELS_DIR`, else `<crate>/../../models`.
 pub fn models_dir() -> PathBuf {
@@ -104,4 +106,16 @@ pub fn link_minilm(dst: &Path) {
         #[cfg(not(unix))]
         std::fs::copy(&src, dst.join(f)).unwrap();
     }
+}
+
+/// The three temporal slots.
+pub const TEMPORAL: [ModelId; 3] = [
+    ModelId::TemporalRecent,
+    ModelId::TemporalPeriodic,
+    ModelId::TemporalPositional,
+];
+
+/// A fixed instant for deterministic temporal features.
+pub fn t0() -> DateTime<Utc> {
+    "2024-03-14T15:09:26Z".parse().unwrap()
 }
