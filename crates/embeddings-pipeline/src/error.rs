@@ -203,7 +203,7 @@ pub enum PipelineError {
     WorkerLost,
     /// A requested slot is not served by this pipeline.
     #[error(
-        "slot `{slot}` was requested but is not available: {reason}; request only loaded slots          (see `describe()`)"
+        "slot `{slot}` was requested but is not available: {reason}; request only loaded slots (see `describe()` or `GET /info`)"
     )]
     SlotUnavailable {
         /// The slot.
