@@ -271,7 +271,8 @@ impl Histogram {
     /// Records one value. Never panics; every `u64` is accepted.
     #[inline]
     pub fn record(&self, value: u64) {
-        self.stripe(shard::current()).record(value, self.bits);
+        self.stripe(shard::current().spread())
+            .record(value, self.bits);
     }
 
     #[inline]
@@ -304,7 +305,7 @@ impl Histogram {
         if counts.count() == 0 {
             return Ok(());
         }
-        let stripe = self.stripe(shard::current());
+        let stripe = self.stripe(shard::current().spread());
         stripe.zeros.fetch_add(counts.zeros, Ordering::Relaxed);
         stripe.sum.fetch_add(counts.sum, Ordering::Relaxed);
         stripe.min.fetch_min(counts.min, Ordering::Relaxed);

@@ -49,9 +49,12 @@
 //! nothing of models, tensors, async runtimes or HTTP.
 //!
 //! # Performance design
-//! Hot counters live in [`SHARDS`]-way striped, cache-padded blocks (a thread
-//! writes its own stripe; reads sum the stripes), so threads never share a
-//! cache line while recording. Histograms stripe the same way, derive `count`
+//! Hot counters live in per-thread, cache-padded stripes: up to [`SHARDS`]
+//! live threads each *own* a stripe and count there with a plain load and
+//! store (no locked instruction, no shared cache line); further threads share
+//! one overflow stripe with `fetch_add`; reads sum the stripes, and a reset
+//! records a baseline instead of writing the owners' cells. Histograms stripe
+//! per thread too (with atomic read-modify-writes), derive `count`
 //! from their buckets, find the bucket with a `leading_zeros` bit trick, and
 //! touch min/max only when a value improves on them. Rendering prepares every
 //! fixed text (family headers, label sets, `le` texts) once at construction,

@@ -1,7 +1,7 @@
 //! [`PipelineMetrics`]: the recorder.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -15,7 +15,7 @@ use crate::ema::Ema;
 use crate::expose::Exposition;
 use crate::gauges::{Gauges, InFlightGuard, MemoryGauge};
 use crate::histogram::Histogram;
-use crate::shard::{self, SHARD_MASK, SHARDS};
+use crate::shard::{self, STRIPES, Shard};
 use crate::window::Window;
 
 const MODELS: usize = ModelId::COUNT;
@@ -23,11 +23,9 @@ const KINDS: usize = ErrorKind::COUNT;
 const STAGES: usize = Stage::COUNT;
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// The counters one thread stripe owns. Threads write only their stripe;
-/// readers sum all stripes. Counters within a stripe may share cache lines —
-/// they are written by the same thread(s) — but stripes never do.
+/// The plain counters of one stripe (also the shape of the reset baseline).
 #[derive(Debug)]
-pub(crate) struct CounterStripe {
+pub(crate) struct Counters {
     pub(crate) embeddings: AtomicU64,
     pub(crate) cache_hits: AtomicU64,
     pub(crate) cache_misses: AtomicU64,
@@ -37,15 +35,13 @@ pub(crate) struct CounterStripe {
     pub(crate) errors: [AtomicU64; KINDS],
     pub(crate) model_requests: [AtomicU64; MODELS],
     pub(crate) model_errors: [[AtomicU64; KINDS]; MODELS],
-    embedding_window: Window,
-    error_window: Window,
 }
 
 fn zeros<const N: usize>() -> [AtomicU64; N] {
     std::array::from_fn(|_| AtomicU64::new(0))
 }
 
-impl CounterStripe {
+impl Counters {
     fn new() -> Self {
         Self {
             embeddings: AtomicU64::new(0),
@@ -57,30 +53,29 @@ impl CounterStripe {
             errors: zeros(),
             model_requests: zeros(),
             model_errors: std::array::from_fn(|_| zeros()),
+        }
+    }
+}
+
+/// What one thread stripe holds. Only the stripe's owner writes its counters
+/// (with a load and a store, see [`Shard::add`]), except in the shared
+/// overflow stripe, written with `fetch_add`; readers sum all stripes.
+/// Cells within a stripe may share cache lines — they are written by the
+/// same thread — but stripes never do.
+#[derive(Debug)]
+pub(crate) struct CounterStripe {
+    pub(crate) counters: Counters,
+    embedding_window: Window,
+    error_window: Window,
+}
+
+impl CounterStripe {
+    fn new() -> Self {
+        Self {
+            counters: Counters::new(),
             embedding_window: Window::new(),
             error_window: Window::new(),
         }
-    }
-
-    fn reset(&self) {
-        let scalars = [
-            &self.embeddings,
-            &self.cache_hits,
-            &self.cache_misses,
-            &self.cache_evictions,
-            &self.batches,
-            &self.batch_items,
-        ];
-        let arrays = self
-            .errors
-            .iter()
-            .chain(&self.model_requests)
-            .chain(self.model_errors.iter().flatten());
-        for cell in scalars.into_iter().chain(arrays) {
-            cell.store(0, Ordering::Relaxed);
-        }
-        self.embedding_window.reset();
-        self.error_window.reset();
     }
 }
 
@@ -96,6 +91,38 @@ pub(crate) struct Totals {
     pub(crate) errors: [u64; KINDS],
     pub(crate) model_requests: [u64; MODELS],
     pub(crate) model_errors: [[u64; KINDS]; MODELS],
+}
+
+impl Totals {
+    /// Calls `f(value, cell)` for every counter and its cell in `c`.
+    #[inline]
+    fn zip_cells(&mut self, c: &Counters, mut f: impl FnMut(&mut u64, &AtomicU64)) {
+        f(&mut self.embeddings, &c.embeddings);
+        f(&mut self.cache_hits, &c.cache_hits);
+        f(&mut self.cache_misses, &c.cache_misses);
+        f(&mut self.cache_evictions, &c.cache_evictions);
+        f(&mut self.batches, &c.batches);
+        f(&mut self.batch_items, &c.batch_items);
+        for (v, cell) in self.errors.iter_mut().zip(&c.errors) {
+            f(v, cell);
+        }
+        for (v, cell) in self.model_requests.iter_mut().zip(&c.model_requests) {
+            f(v, cell);
+        }
+        for (vs, cells) in self.model_errors.iter_mut().zip(&c.model_errors) {
+            for (v, cell) in vs.iter_mut().zip(cells) {
+                f(v, cell);
+            }
+        }
+    }
+
+    /// Adds (wrapping) every cell of `c`.
+    #[inline]
+    fn add_cells(&mut self, c: &Counters) {
+        self.zip_cells(c, |v, cell| {
+            *v = v.wrapping_add(cell.load(Ordering::Relaxed));
+        });
+    }
 }
 
 /// The windowed rates, read together.
@@ -152,11 +179,15 @@ pub(crate) struct Rates {
 /// window, restarts uptime, and restarts `queue_depth_max` from the current
 /// depth. It leaves the current-state gauges alone (queue depth, in flight,
 /// workers, memory figures): they describe the world, not the past.
-/// Each cell is zeroed atomically, but the reset as a whole is **not** atomic
-/// across cells: a record racing with a reset may survive it in part (for
-/// example counted in `embeddings_generated` but not in the latency
-/// histogram), and a snapshot racing with a reset may see some cells before
-/// and some after it. Once concurrent writers stop, totals are exact.
+/// Counters are not zeroed in place (their owners update them with a plain
+/// load and store, which a racing store of 0 could undo): the reset records
+/// the totals it sees as a baseline, and every read subtracts it. Histogram
+/// cells, averages and rate windows are zeroed atomically, cell by cell.
+/// The reset as a whole is **not** atomic across cells: a record racing with
+/// a reset may survive it in part (for example counted in
+/// `embeddings_generated` but not in the latency histogram), and a snapshot
+/// racing with a reset may see some cells before and some after it. Once
+/// concurrent writers stop, totals are exact.
 ///
 /// # Snapshots
 /// Reading never blocks writers: it loads every cell once. A snapshot taken
@@ -168,7 +199,10 @@ pub struct PipelineMetrics {
     pub(crate) clock: Clock,
     /// Clock reading (ns) at creation or the last reset.
     start_nanos: AtomicU64,
-    pub(crate) stripes: Box<[CachePadded<CounterStripe>; SHARDS]>,
+    pub(crate) stripes: Box<[CachePadded<CounterStripe>; STRIPES]>,
+    /// Counter totals at the last reset; reads subtract them (see
+    /// [Reset](Self#reset)).
+    baseline: Box<Counters>,
     pub(crate) latency_ema: CachePadded<Ema>,
     pub(crate) model_ema: [CachePadded<Ema>; MODELS],
     pub(crate) latency: Histogram,
@@ -231,6 +265,7 @@ impl PipelineMetrics {
             stripes: Box::new(std::array::from_fn(|_| {
                 CachePadded::new(CounterStripe::new())
             })),
+            baseline: Box::new(Counters::new()),
             latency_ema: CachePadded::new(Ema::new()),
             model_ema: std::array::from_fn(|_| CachePadded::new(Ema::new())),
             latency: histogram(),
@@ -249,9 +284,17 @@ impl PipelineMetrics {
         &self.config
     }
 
+    /// The calling thread's shard and its stripe.
     #[inline]
-    fn stripe(&self) -> &CounterStripe {
-        &self.stripes[shard::current() & SHARD_MASK]
+    fn stripe(&self) -> (Shard, &CounterStripe) {
+        let shard = shard::current();
+        // `stripe()` is always `< STRIPES`; indexing through `get` keeps the
+        // no-panic rule visible, with the shared stripe as the fallback.
+        let stripe = self
+            .stripes
+            .get(shard.stripe())
+            .unwrap_or(&self.stripes[STRIPES - 1]);
+        (shard, stripe)
     }
 
     #[inline]
@@ -268,8 +311,8 @@ impl PipelineMetrics {
     /// Reads the clock once (for the windowed rates).
     #[inline]
     pub fn record_embedding(&self, latency_us: u64) {
-        let stripe = self.stripe();
-        stripe.embeddings.fetch_add(1, Ordering::Relaxed);
+        let (shard, stripe) = self.stripe();
+        shard.add(&stripe.counters.embeddings, 1);
         stripe.embedding_window.record(self.now_second());
         self.latency.record(latency_us);
         self.latency_ema.record(latency_us, self.config.ema_alpha);
@@ -278,13 +321,15 @@ impl PipelineMetrics {
     /// Counts an embedding-cache hit.
     #[inline]
     pub fn record_cache_hit(&self) {
-        self.stripe().cache_hits.fetch_add(1, Ordering::Relaxed);
+        let (shard, stripe) = self.stripe();
+        shard.add(&stripe.counters.cache_hits, 1);
     }
 
     /// Counts an embedding-cache miss.
     #[inline]
     pub fn record_cache_miss(&self) {
-        self.stripe().cache_misses.fetch_add(1, Ordering::Relaxed);
+        let (shard, stripe) = self.stripe();
+        shard.add(&stripe.counters.cache_misses, 1);
     }
 
     /// Counts an error without a known cause, as [`ErrorKind::Internal`] (so
@@ -316,9 +361,9 @@ impl PipelineMetrics {
     #[inline]
     pub fn record_batch(&self, batch_size: usize, total_latency_us: u64) {
         let size = u64::try_from(batch_size).unwrap_or(u64::MAX);
-        let stripe = self.stripe();
-        stripe.batches.fetch_add(1, Ordering::Relaxed);
-        stripe.batch_items.fetch_add(size, Ordering::Relaxed);
+        let (shard, stripe) = self.stripe();
+        shard.add(&stripe.counters.batches, 1);
+        shard.add(&stripe.counters.batch_items, size);
         self.batch_size.record(size);
         self.batch_latency.record(total_latency_us);
     }
@@ -326,13 +371,18 @@ impl PipelineMetrics {
     /// `hits / (hits + misses)` in `0.0..=1.0`; 0.0 before any lookup.
     #[must_use]
     pub fn cache_hit_rate(&self) -> f64 {
+        let base_hits = self.baseline.cache_hits.load(Ordering::Acquire);
+        let base_misses = self.baseline.cache_misses.load(Ordering::Acquire);
         let (hits, misses) = self.stripes.iter().fold((0u64, 0u64), |(h, m), s| {
             (
-                h.wrapping_add(s.cache_hits.load(Ordering::Relaxed)),
-                m.wrapping_add(s.cache_misses.load(Ordering::Relaxed)),
+                h.wrapping_add(s.counters.cache_hits.load(Ordering::Relaxed)),
+                m.wrapping_add(s.counters.cache_misses.load(Ordering::Relaxed)),
             )
         });
-        hit_rate(hits, misses)
+        hit_rate(
+            hits.wrapping_sub(base_hits),
+            misses.wrapping_sub(base_misses),
+        )
     }
 
     /// The moving average of embedding latency, µs (0 before any record).
@@ -351,8 +401,16 @@ impl PipelineMetrics {
     /// Zeroes everything accumulated; see [Reset](Self#reset) for what is
     /// and is not atomic.
     pub fn reset(&self) {
+        // Counters are not written here: an owner's load-and-store racing
+        // with a store of 0 could undo it. The totals seen now become the
+        // baseline that every read subtracts (Release pairs with the
+        // readers' Acquire, so they read cells at least this new).
+        let mut raw = self.raw_totals();
+        fence(Ordering::Release);
+        raw.zip_cells(&self.baseline, |v, cell| cell.store(*v, Ordering::Relaxed));
         for stripe in self.stripes.iter() {
-            stripe.reset();
+            stripe.embedding_window.reset();
+            stripe.error_window.reset();
         }
         self.latency_ema.reset();
         for ema in &self.model_ema {
@@ -381,17 +439,18 @@ impl PipelineMetrics {
     /// timeout of it). Feeds the 60-second error rate.
     #[inline]
     pub fn record_error_kind(&self, kind: ErrorKind, model: Option<ModelId>) {
-        let stripe = self.stripe();
-        if let Some(cell) = stripe.errors.get(kind.index()) {
-            cell.fetch_add(1, Ordering::Relaxed);
+        let (shard, stripe) = self.stripe();
+        if let Some(cell) = stripe.counters.errors.get(kind.index()) {
+            shard.add(cell, 1);
         }
         if let Some(model) = model
             && let Some(cell) = stripe
+                .counters
                 .model_errors
                 .get(model.index())
                 .and_then(|m| m.get(kind.index()))
         {
-            cell.fetch_add(1, Ordering::Relaxed);
+            shard.add(cell, 1);
         }
         stripe.error_window.record(self.now_second());
     }
@@ -399,8 +458,9 @@ impl PipelineMetrics {
     /// Counts a request routed to `model`.
     #[inline]
     pub fn record_model_request(&self, model: ModelId) {
-        if let Some(cell) = self.stripe().model_requests.get(model.index()) {
-            cell.fetch_add(1, Ordering::Relaxed);
+        let (shard, stripe) = self.stripe();
+        if let Some(cell) = stripe.counters.model_requests.get(model.index()) {
+            shard.add(cell, 1);
         }
     }
 
@@ -415,9 +475,8 @@ impl PipelineMetrics {
     /// Counts `n` entries evicted from the embedding cache.
     #[inline]
     pub fn record_cache_eviction(&self, n: u64) {
-        self.stripe()
-            .cache_evictions
-            .fetch_add(n, Ordering::Relaxed);
+        let (shard, stripe) = self.stripe();
+        shard.add(&stripe.counters.cache_evictions, n);
     }
 
     /// Adds one item to the queue-depth gauge (and raises its max).
@@ -566,13 +625,15 @@ impl PipelineMetrics {
         let now = self.clock.now_nanos();
         let uptime = self.uptime_nanos(now);
         let second = now / NANOS_PER_SEC;
+        let base = self.baseline.embeddings.load(Ordering::Acquire);
         let (mut emb10, mut emb60, mut err60, mut total) = (0u64, 0u64, 0u64, 0u64);
         for s in self.stripes.iter() {
             emb10 = emb10.saturating_add(s.embedding_window.sum_recent(second, 10));
             emb60 = emb60.saturating_add(s.embedding_window.sum_recent(second, 60));
             err60 = err60.saturating_add(s.error_window.sum_recent(second, 60));
-            total = total.wrapping_add(s.embeddings.load(Ordering::Relaxed));
+            total = total.wrapping_add(s.counters.embeddings.load(Ordering::Relaxed));
         }
+        let total = total.wrapping_sub(base);
         let uptime_s = uptime as f64 / NANOS_PER_SEC as f64;
         let observed = |window: f64| uptime_s.clamp(1.0, window);
         Rates {
@@ -588,28 +649,29 @@ impl PipelineMetrics {
         }
     }
 
+    /// Counter totals since creation or the last reset.
     pub(crate) fn totals(&self) -> Totals {
+        // Start from minus the baseline, then add every stripe (wrapping):
+        // the result is the count since the reset. The baseline is read
+        // first and the fence pairs with `reset`'s Release fence, so each
+        // cell read below is at least as new as the one its baseline came
+        // from, and no total ever shows below zero.
         let mut t = Totals::default();
-        let add =
-            |acc: &mut u64, cell: &AtomicU64| *acc = acc.wrapping_add(cell.load(Ordering::Relaxed));
+        t.zip_cells(&self.baseline, |v, cell| {
+            *v = cell.load(Ordering::Relaxed).wrapping_neg();
+        });
+        fence(Ordering::Acquire);
         for s in self.stripes.iter() {
-            add(&mut t.embeddings, &s.embeddings);
-            add(&mut t.cache_hits, &s.cache_hits);
-            add(&mut t.cache_misses, &s.cache_misses);
-            add(&mut t.cache_evictions, &s.cache_evictions);
-            add(&mut t.batches, &s.batches);
-            add(&mut t.batch_items, &s.batch_items);
-            for (acc, cell) in t.errors.iter_mut().zip(&s.errors) {
-                add(acc, cell);
-            }
-            for (acc, cell) in t.model_requests.iter_mut().zip(&s.model_requests) {
-                add(acc, cell);
-            }
-            for (accs, cells) in t.model_errors.iter_mut().zip(&s.model_errors) {
-                for (acc, cell) in accs.iter_mut().zip(cells) {
-                    add(acc, cell);
-                }
-            }
+            t.add_cells(&s.counters);
+        }
+        t
+    }
+
+    /// Counter totals since creation (stripes summed, no baseline).
+    fn raw_totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for s in self.stripes.iter() {
+            t.add_cells(&s.counters);
         }
         t
     }

@@ -110,6 +110,55 @@ fn eight_threads_times_100k_of_every_method_are_exact() {
 }
 
 #[test]
+fn more_threads_than_slots_stay_exact_and_reset_races_never_go_negative() {
+    // 3 × SHARDS writers alive at once: SHARDS own a stripe (load + store),
+    // the rest share the overflow stripe (fetch_add).
+    let threads = 3 * embeddings_metrics::SHARDS;
+    const N: u64 = 20_000;
+    let metrics = PipelineMetrics::new();
+    let start = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                start.wait();
+                for i in 0..N {
+                    metrics.record_cache_hit();
+                    metrics.record_model_request(ModelId::ALL[(i % 12) as usize]);
+                }
+            });
+        }
+        start.wait();
+        // Resets racing with the writers: a read after a reset never shows
+        // more than was ever recorded, nor a wrapped (negative) total.
+        for _ in 0..200 {
+            metrics.reset();
+            let hits = metrics.snapshot().cache_hits;
+            assert!(hits <= threads as u64 * N, "{hits}");
+        }
+    });
+    // Writers done: a reset zeroes exactly, and counting resumes exactly.
+    metrics.reset();
+    assert_eq!(metrics.snapshot().cache_hits, 0);
+    assert_eq!(metrics.cache_hit_rate(), 0.0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..N {
+                    metrics.record_cache_hit();
+                    metrics.record_cache_miss();
+                }
+            });
+        }
+    });
+    let s = metrics.snapshot();
+    assert_eq!(
+        (s.cache_hits, s.cache_misses),
+        (threads as u64 * N, threads as u64 * N)
+    );
+    assert_eq!(metrics.cache_hit_rate(), 0.5);
+}
+
+#[test]
 fn errors_window_counts_only_the_last_60_seconds() {
     let (m, hand) = manual();
     for _ in 0..30 {
