@@ -425,16 +425,19 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
         m.record_batch(all.len(), micros(compute_time));
     }
     let mut items = all.into_iter();
-    let mut fresh = Vec::new();
     let mut any_ok = false;
     for (mut job, span) in runnable.into_iter().zip(spans) {
         let job_items: Vec<Item> = items.by_ref().take(span.len()).collect();
         let queue_wait = start.saturating_duration_since(job.submitted);
         let inference = job.tokenize_time + compute_time;
+        let mut fresh = Vec::new();
         let answer = match &result {
             Err(e) => Err(e.clone()),
             Ok(()) => finish_job(job_items, &mut job, &mut fresh),
         };
+        // Cache before replying: a caller that resubmits the same inputs as
+        // soon as its answer arrives must hit.
+        engine.cache_put(fresh);
         let total = job.submitted.elapsed();
         match &answer {
             Ok(done) => {
@@ -464,7 +467,6 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
             m.in_flight_dec();
         }
     }
-    engine.cache_put(fresh);
     if any_ok {
         engine.state.embedded_now();
     }
