@@ -481,6 +481,36 @@ fn erf(x: f32) -> f32 {
     if x.abs() > 3.832_507 { x.signum() } else { y }
 }
 
+/// `e^x` for the shifted scores of a softmax (`x ≤ 0`; larger inputs are
+/// not supported), branch-free so loops over it vectorise (the `libm` call
+/// does not). Range reduction `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, the
+/// degree-6 Taylor polynomial of `e^r` (truncation below 1.3e-7 relative),
+/// and `2^n` built from its exponent bits. `n` is rounded with the
+/// `1.5 · 2^23` trick, whose low mantissa bits then hold `n` itself. Inputs
+/// below −87 are clamped there (e^−87 ≈ 1.6e-38: a probability that vanishes
+/// next to the row's maximum, whose own term is 1).
+#[inline]
+fn exp_nonpositive(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 0.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND; // round(x · log2 e), an integer in [−126, 0]
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let mut p = r * (1.0 / 720.0) + 1.0 / 120.0;
+    p = r * p + 1.0 / 24.0;
+    p = r * p + 1.0 / 6.0;
+    p = r * p + 0.5;
+    p = r * p + 1.0;
+    p = r * p + 1.0;
+    // t's bits are ROUND's plus n (same binade), so this is n as an integer;
+    // n + 127 ≥ 1 keeps 2^n a normal float.
+    let n_int = t.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
+    p * scale
+}
+
 /// `qkv [b·s, 3h]` (+ bias) → `[3, b·heads, s, d]`.
 struct SplitHeads<'a> {
     bias: &'a [f32],
@@ -551,20 +581,22 @@ impl candle_core::CustomOp1 for MaskedSoftmax<'_> {
                 .copied()
                 .unwrap_or(seq)
                 .clamp(1, seq);
+            if r % seq >= len {
+                // A padding query: its context row only ever feeds padding
+                // rows (no real token attends to a padding key, and every
+                // other op is per row), which the heads drop. Leave it 0.
+                return;
+            }
             let src = &x[r * seq..r * seq + len];
             let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let (valid, pad) = row.split_at_mut(len);
-            let mut sum = 0f32;
+            let valid = &mut row[..len];
             for (o, s) in valid.iter_mut().zip(src) {
-                let e = (s - max).exp();
-                *o = e;
-                sum += e;
+                *o = exp_nonpositive(s - max);
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / sum8(valid);
             for o in valid.iter_mut() {
                 *o *= inv;
             }
-            pad.fill(0.0);
         };
         // Attention already runs in parallel parts; keep each part serial.
         for (r, row) in out.chunks_exact_mut(seq).enumerate() {
@@ -612,5 +644,25 @@ mod tests {
         assert!(worst < 1e-6, "max relative gelu diff {worst} at {at:?}");
         assert_eq!(erf(10.0), 1.0);
         assert_eq!(erf(-10.0), -1.0);
+    }
+
+    #[test]
+    fn fast_exp_matches_libm_on_softmax_inputs() {
+        let mut worst = (0f64, 0f32);
+        for i in 0..=2_000_000 {
+            let x = -87.0 * i as f32 / 2_000_000.0;
+            let reference = f64::from(x).exp();
+            let ours = f64::from(exp_nonpositive(x));
+            let rel = (ours - reference).abs() / reference;
+            if rel > worst.0 {
+                worst = (rel, x);
+            }
+        }
+        assert!(worst.0 < 4e-7, "max relative exp error {worst:?}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-0.0), 1.0);
+        // Clamped, never 0 / NaN / garbage past the range.
+        assert!(exp_nonpositive(-1e30) > 0.0 && exp_nonpositive(-1e30) < 1e-37);
+        assert!(exp_nonpositive(f32::NEG_INFINITY) < 1e-37);
     }
 }
