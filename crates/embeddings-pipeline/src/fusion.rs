@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use embeddings_types::ModelId;
+use rayon::prelude::*;
 
 use crate::config::FusionConfig;
 use crate::error::PipelineError;
@@ -13,10 +14,9 @@ use crate::rng;
 use crate::transformer::l2_normalize;
 
 enum Mode {
-    Static {
-        scale: Tensor,
-        proj: Tensor,
-    },
+    /// The seeded subsampled randomized Hadamard transform (SRHT), see the
+    /// module docs.
+    Static(Srht),
     Trained {
         gate_w: Tensor,
         gate_b: Option<Tensor>,
@@ -84,17 +84,13 @@ impl Fusion {
                         "every selected `fusion.weights` entry is zero; give at least one present slot a positive weight".into(),
                     ));
                 }
-                let mut scale = vec![0f32; d_in];
+                let mut gates = vec![0f32; d_in];
                 for &(id, off, w) in &blocks {
                     if let Some((_, g)) = ranked.iter().find(|r| r.0 == id) {
-                        scale[off..off + w].fill((g / total).sqrt());
+                        gates[off..off + w].fill((g / total).sqrt());
                     }
                 }
-                let proj = rng::rademacher(config.seed, d_in * dim, 1.0 / (dim as f32).sqrt());
-                Mode::Static {
-                    scale: Tensor::from_vec(scale, (1, d_in), device).map_err(fusion_err)?,
-                    proj: Tensor::from_vec(proj, (d_in, dim), device).map_err(fusion_err)?,
-                }
+                Mode::Static(Srht::new(config.seed, &gates, dim))
             }
             Some(path) => load_trained(path, d_in, dim, device)?,
         };
@@ -113,7 +109,7 @@ impl Fusion {
     /// Bytes held by the fusion tables.
     pub(crate) fn weight_bytes(&self) -> u64 {
         let n = match &self.mode {
-            Mode::Static { proj, .. } => proj.elem_count() + self.d_in,
+            Mode::Static(srht) => srht.table_floats(),
             Mode::Trained {
                 gate_w,
                 gate_b,
@@ -195,20 +191,31 @@ impl Fusion {
                 }
             }
         }
-        let x = Tensor::from_vec(x, (batch, self.d_in), &self.device).map_err(fusion_err)?;
-        let y = match &self.mode {
-            Mode::Static { scale, proj } => x.broadcast_mul(scale).and_then(|z| z.matmul(proj)),
+        let (gate_w, gate_b, proj_w, proj_b) = match &self.mode {
+            Mode::Static(srht) => {
+                let project = |z: &[f32]| {
+                    let mut y = srht.project(z);
+                    normalize(&mut y);
+                    y
+                };
+                return Ok(if batch >= PAR_MIN_ITEMS {
+                    x.par_chunks(self.d_in).map(project).collect()
+                } else {
+                    x.chunks(self.d_in).map(project).collect()
+                });
+            }
             Mode::Trained {
                 gate_w,
                 gate_b,
                 proj_w,
                 proj_b,
-            } => self.trained(&x, gate_w, gate_b.as_ref(), proj_w, proj_b.as_ref()),
-        }
-        .and_then(|y| l2_normalize(&y))
-        .and_then(|y| y.to_vec2::<f32>())
-        .map_err(fusion_err)?;
-        Ok(y)
+            } => (gate_w, gate_b, proj_w, proj_b),
+        };
+        let x = Tensor::from_vec(x, (batch, self.d_in), &self.device).map_err(fusion_err)?;
+        self.trained(&x, gate_w, gate_b.as_ref(), proj_w, proj_b.as_ref())
+            .and_then(|y| l2_normalize(&y))
+            .and_then(|y| y.to_vec2::<f32>())
+            .map_err(fusion_err)
     }
 
     fn trained(
@@ -257,6 +264,87 @@ fn normalize(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
         v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// Items from which the default fusion runs in parallel (rayon).
+const PAR_MIN_ITEMS: usize = 8;
+
+/// The seeded subsampled randomized Hadamard transform `y = S H D g ∘ z / √m`
+/// (Ailon & Chazelle's fast Johnson–Lindenstrauss transform in its SRHT form;
+/// Tropp 2011): `z` zero-padded to `P = 2^k ≥ max(D_in, m)`, `g` the static
+/// gates, `D` seeded random signs, `H` the unnormalised `P × P`
+/// Walsh–Hadamard matrix, `S` a seeded choice of `m` distinct coordinates.
+/// `E‖y‖² = ‖g ∘ z‖²`, and inner products are preserved like a dense
+/// Rademacher projection to `m` dimensions, at `O(P log P)` work and `O(P)`
+/// memory instead of `O(D_in · m)` for both.
+struct Srht {
+    /// `g_i · D_i` for each input coordinate (gates folded into the signs).
+    signed_gates: Vec<f32>,
+    /// `P`.
+    padded: usize,
+    /// The `m` kept coordinates of `H D z`, ascending.
+    pick: Vec<usize>,
+}
+
+impl Srht {
+    fn new(seed: u64, gates: &[f32], dim: usize) -> Self {
+        let padded = gates.len().max(dim).max(1).next_power_of_two();
+        let signs = rng::rademacher(seed, gates.len(), 1.0);
+        let signed_gates = gates.iter().zip(&signs).map(|(g, s)| g * s).collect();
+        // Partial Fisher–Yates over 0..P: the first `dim` entries are a
+        // uniform choice of distinct coordinates.
+        let mut order: Vec<usize> = (0..padded).collect();
+        let mut rng = rng::SplitMix64::new(rng::derive(seed, 0x5248_5400)); // "SRHT"
+        for i in 0..dim.min(padded) {
+            let span = (padded - i) as u64;
+            let j = i + (rng.next_u64() % span) as usize;
+            order.swap(i, j);
+        }
+        let mut pick: Vec<usize> = order.into_iter().take(dim).collect();
+        pick.sort_unstable();
+        Self {
+            signed_gates,
+            padded,
+            pick,
+        }
+    }
+
+    /// Floats held (for the registry's memory figure).
+    fn table_floats(&self) -> usize {
+        self.signed_gates.len() + self.pick.len()
+    }
+
+    /// `y` for one `z` of `D_in` floats.
+    fn project(&self, z: &[f32]) -> Vec<f32> {
+        let mut v = vec![0f32; self.padded];
+        for ((d, x), g) in v.iter_mut().zip(z).zip(&self.signed_gates) {
+            *d = x * g;
+        }
+        fwht(&mut v);
+        let scale = 1.0 / (self.pick.len().max(1) as f32).sqrt();
+        self.pick
+            .iter()
+            .map(|&i| v.get(i).copied().unwrap_or(0.0) * scale)
+            .collect()
+    }
+}
+
+/// In-place unnormalised fast Walsh–Hadamard transform (`v.len()` a power
+/// of two): `log2 n` rounds of butterflies `(a, b) → (a + b, a − b)`.
+fn fwht(v: &mut [f32]) {
+    let n = v.len();
+    let mut half = 1;
+    while half < n {
+        for block in v.chunks_exact_mut(2 * half) {
+            let (lo, hi) = block.split_at_mut(half);
+            for (a, b) in lo.iter_mut().zip(hi.iter_mut()) {
+                let (x, y) = (*a, *b);
+                *a = x + y;
+                *b = x - y;
+            }
+        }
+        half *= 2;
     }
 }
 
@@ -320,4 +408,85 @@ fn load_trained(
             .map_err(fusion_err)?,
         proj_b,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn fwht_is_the_walsh_hadamard_matrix() {
+        // H[i][j] = (-1)^popcount(i & j); compare with the naive product.
+        let n = 16;
+        let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut fast = x.clone();
+        fwht(&mut fast);
+        for (i, got) in fast.iter().enumerate() {
+            let naive: f32 = (0..n)
+                .map(|j| {
+                    if (i & j).count_ones() % 2 == 0 {
+                        x[j]
+                    } else {
+                        -x[j]
+                    }
+                })
+                .sum();
+            assert!((got - naive).abs() < 1e-5, "{i}: {got} vs {naive}");
+        }
+        // H H = n I.
+        fwht(&mut fast);
+        for (a, b) in fast.iter().zip(&x) {
+            assert!((a / n as f32 - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn srht_preserves_inner_products_and_is_seeded() {
+        let d_in = 4456;
+        let dim = 1536;
+        let srht = Srht::new(7, &vec![1.0; d_in], dim);
+        assert_eq!(srht.padded, 8192);
+        assert_eq!(srht.pick.len(), dim);
+        assert!(
+            srht.pick.windows(2).all(|w| w[0] < w[1]),
+            "distinct, sorted"
+        );
+        let unit = |k: u64| {
+            let mut v = rng::rademacher(k, d_in, 1.0);
+            // Structured, not just signs: blocks of different scale.
+            for (i, x) in v.iter_mut().enumerate() {
+                *x *= 1.0 + (i / 384) as f32;
+            }
+            normalize(&mut v);
+            v
+        };
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let base = unit(1);
+        for k in 2..12 {
+            // Mix so the true cosines spread over (0, 1).
+            let other = unit(k);
+            let t = (k - 2) as f32 / 10.0;
+            let mut z: Vec<f32> = base.iter().zip(&other).map(|(a, b)| t * a + b).collect();
+            normalize(&mut z);
+            let truth = dot(&base, &z);
+            let (ya, yb) = (srht.project(&base), srht.project(&z));
+            let est = dot(&ya, &yb) / (dot(&ya, &ya) * dot(&yb, &yb)).sqrt();
+            // JL at m = 1536: standard deviation ≈ 1/√m ≈ 0.026.
+            assert!((est - truth).abs() < 0.1, "cos {truth} estimated {est}");
+            assert!(
+                (dot(&ya, &ya) - 1.0).abs() < 0.15,
+                "norm² {}",
+                dot(&ya, &ya)
+            );
+        }
+        let again = Srht::new(7, &vec![1.0; d_in], dim);
+        assert_eq!(srht.project(&base), again.project(&base));
+        let other_seed = Srht::new(8, &vec![1.0; d_in], dim);
+        assert_ne!(srht.project(&base), other_seed.project(&base));
+        // More output dimensions than inputs: padded to cover them.
+        let wide = Srht::new(7, &[1.0; 10], 100);
+        assert_eq!((wide.padded, wide.project(&[0.5; 10]).len()), (128, 100));
+    }
 }
