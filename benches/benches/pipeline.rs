@@ -91,7 +91,11 @@ fn build(
     slots: Option<&[ModelId]>,
     record_metrics: bool,
 ) -> Result<EmbeddingPipeline, BoxError> {
-    let config = embeddings_pipeline::PipelineConfig::from_toml_str("max_batch_size = 128\n")?;
+    let mut toml = String::from("max_batch_size = 128\n");
+    if let Ok(t) = std::env::var("BENCH_MAX_FORWARD_TOKENS") {
+        toml.push_str(&format!("max_forward_tokens = {t}\n"));
+    }
+    let config = embeddings_pipeline::PipelineConfig::from_toml_str(&toml)?;
     let mut builder = EmbeddingPipeline::builder()
         .config(config)
         .models_dir(dir)

@@ -19,6 +19,9 @@ pub const DEFAULT_MODEL: &str = "default";
 /// The folder (under the models directory) of the default model.
 pub const DEFAULT_MODEL_DIR: &str = "all-MiniLM-L6-v2";
 
+/// Default [`PipelineConfig::max_forward_tokens`].
+pub const DEFAULT_MAX_FORWARD_TOKENS: usize = 2048;
+
 /// The whole pipeline configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,6 +32,12 @@ pub struct PipelineConfig {
     /// Inputs are processed in chunks of at most this many items (after
     /// sorting by length); bounds peak memory for huge batches. Default 32.
     pub max_batch_size: usize,
+    /// A chunk also holds at most this many *padded* tokens (items × the
+    /// chunk's longest input, special tokens included); an input longer than
+    /// that is a chunk on its own. Keeping each forward pass's activations
+    /// small keeps them in cache and out of fresh page-faulted memory, which
+    /// is faster than one huge pass (see `BENCHMARKS.md`). Default 2048.
+    pub max_forward_tokens: usize,
     /// Where tensors live.
     pub device: DeviceKind,
     /// Input policies.
@@ -69,6 +78,7 @@ impl Default for PipelineConfig {
         Self {
             models_dir: None,
             max_batch_size: 32,
+            max_forward_tokens: DEFAULT_MAX_FORWARD_TOKENS,
             device: DeviceKind::Cpu,
             input: InputConfig::default(),
             models: BTreeMap::new(),
@@ -470,6 +480,9 @@ impl PipelineConfig {
         let bad = |m: String| Err(PipelineError::Config(m));
         if self.max_batch_size == 0 {
             return bad("`max_batch_size` must be at least 1".into());
+        }
+        if self.max_forward_tokens == 0 {
+            return bad("`max_forward_tokens` must be at least 1".into());
         }
         let models = self.models_with_default();
         for (name, src) in &models {

@@ -58,6 +58,7 @@
 //! ```toml
 //! models_dir = "/srv/models"      # relative model paths resolve here
 //! max_batch_size = 32             # chunk size; bounds memory for huge batches
+//! max_forward_tokens = 2048       # and padded tokens (items × longest) per chunk
 //! device = "cpu"                  # or "cuda" (feature `cuda`)
 //! builtin_tokenizer = "default"   # tokenizer of `sparse` and `hdc`
 //!
@@ -157,7 +158,8 @@
 //! - Timestamps outside years 1..=9999: [`InputError::TimestampOutOfRange`];
 //!   unparsable RFC 3339: [`InputError::InvalidTimestamp`].
 //! - Empty batch: `Ok(vec![])`.
-//! - Huge batch: sorted by length, processed in chunks of `max_batch_size`.
+//! - Huge batch: sorted by length, processed in chunks of at most
+//!   `max_batch_size` items and `max_forward_tokens` padded tokens.
 //! - [`EmbeddingPipeline::embed`] is all-or-nothing (first bad input, by
 //!   index, before any model runs); [`EmbeddingPipeline::embed_each`] gives a
 //!   result per input so a bad input fails only itself.
@@ -199,10 +201,10 @@ mod transformer;
 
 pub use api::{BatchingLimits, CacheStats, EmbeddingPipeline, PipelineLimits, SlotLimits};
 pub use config::{
-    BatchingConfig, CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MODEL, DEFAULT_MODEL_DIR, DeviceKind,
-    EmptyTextPolicy, FusionConfig, HdcConfig, InputConfig, LateInteractionConfig, MAX_WAIT_MS,
-    MAX_WORKERS, ModelSource, PipelineConfig, Pooling, SlotConfig, TemporalConfig,
-    TruncationPolicy, is_transformer_slot,
+    BatchingConfig, CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MAX_FORWARD_TOKENS, DEFAULT_MODEL,
+    DEFAULT_MODEL_DIR, DeviceKind, EmptyTextPolicy, FusionConfig, HdcConfig, InputConfig,
+    LateInteractionConfig, MAX_WAIT_MS, MAX_WORKERS, ModelSource, PipelineConfig, Pooling,
+    SlotConfig, TemporalConfig, TruncationPolicy, is_transformer_slot,
 };
 pub use device::cuda_driver_present;
 pub use embeddings_health::{HealthPolicySpec, HealthReport};

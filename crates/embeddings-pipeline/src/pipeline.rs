@@ -959,7 +959,8 @@ impl Engine {
     }
 
     /// Runs every slot in `run` (and fusion when `fuse`) over the valid
-    /// items, sorted by length, in chunks of `max_batch_size`.
+    /// items, sorted by length, in chunks of at most `max_batch_size` items
+    /// and `max_forward_tokens` padded tokens.
     pub(crate) fn compute(
         &self,
         items: &mut [Item],
@@ -972,7 +973,15 @@ impl Engine {
             .filter(|&i| items[i].error.is_none())
             .collect();
         order.sort_by_key(|&i| items[i].primary_len());
-        for chunk in order.chunks(self.config.max_batch_size) {
+        let lens: Vec<usize> = order.iter().map(|&i| items[i].primary_len()).collect();
+        let mut start = 0;
+        for len in chunk_lengths(
+            &lens,
+            self.config.max_batch_size,
+            self.config.max_forward_tokens,
+        ) {
+            let chunk = &order[start..start + len];
+            start += len;
             self.run_chunk(items, chunk, run, fuse, rec)?;
         }
         if !order.is_empty() {
@@ -1345,4 +1354,62 @@ impl Engine {
 /// Microseconds, saturating.
 pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Splits items sorted by ascending length into consecutive chunks of at
+/// most `max_items` items whose padded size (items × the last, longest
+/// length, at least 1) stays within `max_tokens`; an item longer than
+/// `max_tokens` is a chunk alone. Returns the chunk sizes, in order.
+pub(crate) fn chunk_lengths(
+    sorted_lens: &[usize],
+    max_items: usize,
+    max_tokens: usize,
+) -> Vec<usize> {
+    let max_items = max_items.max(1);
+    let mut sizes = Vec::new();
+    let mut count = 0usize;
+    for &len in sorted_lens {
+        let padded = (count + 1).saturating_mul(len.max(1));
+        if count > 0 && (count == max_items || padded > max_tokens) {
+            sizes.push(count);
+            count = 0;
+        }
+        count += 1;
+    }
+    if count > 0 {
+        sizes.push(count);
+    }
+    sizes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_lengths;
+
+    #[test]
+    fn chunks_respect_items_and_padded_tokens() {
+        assert!(chunk_lengths(&[], 32, 4096).is_empty());
+        assert_eq!(chunk_lengths(&[10; 100], 32, 4096), [32, 32, 32, 4]);
+        // 4 × 100 = 400 fits 450; the fifth would pad to 5 × 100 = 500.
+        assert_eq!(chunk_lengths(&[100; 9], 32, 450), [4, 4, 1]);
+        // The padded size counts the chunk's longest (last) item.
+        assert_eq!(chunk_lengths(&[10, 10, 10, 200], 32, 300), [3, 1]);
+        // Longer than the budget: alone, never dropped; zero lengths count as 1.
+        assert_eq!(chunk_lengths(&[0, 0, 5000, 6000], 8, 4096), [2, 1, 1]);
+        assert_eq!(chunk_lengths(&[7; 3], 0, 0), [1, 1, 1]);
+        for n in 0..200 {
+            let lens: Vec<usize> = (0..n).map(|i| i * 3 % 257).collect::<Vec<_>>();
+            let mut sorted = lens.clone();
+            sorted.sort_unstable();
+            let sizes = chunk_lengths(&sorted, 16, 1024);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            let mut start = 0;
+            for &size in &sizes {
+                let chunk = &sorted[start..start + size];
+                start += size;
+                assert!(size <= 16);
+                assert!(size == 1 || size * chunk[size - 1].max(1) <= 1024);
+            }
+        }
+    }
 }
