@@ -85,54 +85,86 @@ pub(crate) fn temporal_positional(
 }
 
 /// The seeded bipolar hypervector of token `id`.
-fn token_hv(seed: u64, id: u32, dim: usize) -> Vec<f32> {
-    rng::rademacher(rng::derive(seed, u64::from(id)), dim, 1.0)
+/// The "negative" bits of token `id`'s hypervector, one byte per component
+/// (1 where the component is −1): bit `b` of the `k`-th SplitMix64 word of
+/// stream `derive(seed, id)` is component `64k + b`, +1 when set (the same
+/// stream and order as [`rng::rademacher`]).
+fn token_negative_bits(seed: u64, id: u32, dim: usize, out: &mut [u8]) {
+    let mut rng = rng::SplitMix64::new(rng::derive(seed, u64::from(id)));
+    for chunk in out[..dim].chunks_mut(64) {
+        let word = rng.next_u64();
+        for (b, o) in chunk.iter_mut().enumerate() {
+            *o = u8::from((word >> b) & 1 == 0);
+        }
+    }
 }
 
-/// `Hdc` for one text's content token ids.
-pub(crate) fn hdc(
-    ids: &[u32],
-    dim: usize,
-    seed: u64,
-    max_ngram: usize,
-    device: &Device,
-) -> candle_core::Result<Vec<f32>> {
+/// The `Hdc` slot (see the module docs for the math).
+///
+/// Bipolar algebra on bits: with one "negative" bit per component, binding
+/// (`⊙`) is XOR, the permutation `ρ^r` is a rotation, and the bundle's sign
+/// in component `d` is that of `N − 2·neg[d]` over the `N` bundled n-grams.
+/// Sums of ±1 are exact in `f32` too, so this is bit-identical to the
+/// tensor formulation (`tests::hdc_matches_the_tensor_formulation`) at a
+/// fraction of its cost: no `f32` tables, one contiguous XOR-and-count pass
+/// per n-gram over byte rows that vectorises.
+pub(crate) fn hdc(ids: &[u32], dim: usize, seed: u64, max_ngram: usize) -> Vec<f32> {
+    if dim == 0 {
+        return Vec::new(); // rejected by config validation; never a panic here
+    }
     let n = ids.len();
-    let mut bundle = Tensor::zeros(dim, DType::F32, device)?;
-    if n > 0 {
-        let table: Vec<f32> = ids.iter().flat_map(|&t| token_hv(seed, t, dim)).collect();
-        let table = Tensor::from_vec(table, (n, dim), device)?;
-        for g in 1..=max_ngram.min(n) {
-            let count = n - g + 1;
-            // rho^(g-1-j) applied to the j-th token of each n-gram.
-            let mut acc = table.narrow(0, 0, count)?.roll(g as i32 - 1, 1)?;
-            for j in 1..g {
-                let part = table.narrow(0, j, count)?.roll((g - 1 - j) as i32, 1)?;
-                acc = (acc * part)?;
+    let grams = max_ngram.min(n);
+    // rotated[(r · n + i) · dim ..][..dim] = ρ^r of token i's negative bits.
+    let mut rotated = vec![0u8; grams * n * dim];
+    if grams > 0 {
+        let (base, rest) = rotated.split_at_mut(n * dim);
+        for (row, &id) in base.chunks_exact_mut(dim).zip(ids) {
+            token_negative_bits(seed, id, dim, row);
+        }
+        for (r, block) in rest.chunks_exact_mut(n * dim).enumerate() {
+            let shift = (r + 1) % dim.max(1);
+            for (dst, src) in block.chunks_exact_mut(dim).zip(base.chunks_exact(dim)) {
+                // ρ^shift: out[d] = x[(d − shift) mod dim].
+                dst[shift..].copy_from_slice(&src[..dim - shift]);
+                dst[..shift].copy_from_slice(&src[dim - shift..]);
             }
-            bundle = (bundle + acc.sum(0)?)?;
+        }
+    }
+    let row = |r: usize, i: usize| &rotated[(r * n + i) * dim..(r * n + i + 1) * dim];
+    let mut negatives = vec![0u32; dim];
+    let mut bundled = 0u32;
+    let mut gram = vec![0u8; dim];
+    for g in 1..=grams {
+        for start in 0..=(n - g) {
+            // ρ^(g−1) H_start ⊙ … ⊙ ρ^0 H_(start+g−1)
+            gram.copy_from_slice(row(g - 1, start));
+            for j in 1..g {
+                for (a, b) in gram.iter_mut().zip(row(g - 1 - j, start + j)) {
+                    *a ^= b;
+                }
+            }
+            for (count, bit) in negatives.iter_mut().zip(&gram) {
+                *count += u32::from(*bit);
+            }
+            bundled += 1;
         }
     }
     let tie = rng::rademacher(rng::derive(seed, u64::MAX), dim, 1.0);
     let scale = 1.0 / (dim as f32).sqrt();
-    let sums = bundle.to_vec1::<f32>()?;
-    Ok(sums
+    negatives
         .iter()
         .zip(tie)
-        .map(|(&s, t)| {
-            let sign = if s > 0.0 {
-                1.0
-            } else if s < 0.0 {
-                -1.0
-            } else {
-                t
+        .map(|(&neg, t)| {
+            let sign = match (2 * neg).cmp(&bundled) {
+                std::cmp::Ordering::Less => 1.0,
+                std::cmp::Ordering::Greater => -1.0,
+                std::cmp::Ordering::Equal => t,
             };
             sign * scale
         })
-        .collect())
+        .collect()
 }
 
-/// `Sparse` for one text's content token ids.
 pub(crate) fn sparse(
     ids: &[u32],
     vocab: usize,
@@ -201,7 +233,7 @@ mod tests {
 
     #[test]
     fn hdc_empty_is_tie_vector_and_unit() {
-        let v = hdc(&[], 256, 1, 3, &Device::Cpu).unwrap();
+        let v = hdc(&[], 256, 1, 3);
         assert!((dot(&v, &v) - 1.0).abs() < 1e-5);
     }
 
@@ -211,5 +243,78 @@ mod tests {
         assert_eq!(s.indices, vec![3, 5]);
         assert!(s.values[1] > s.values[0]);
         assert!((dot(&s.values, &s.values) - 1.0).abs() < 1e-5);
+    }
+    /// The tensor formulation of the `Hdc` math (the module docs), kept as
+    /// the oracle of the bit implementation.
+    fn hdc_tensor(ids: &[u32], dim: usize, seed: u64, max_ngram: usize) -> Vec<f32> {
+        let device = &Device::Cpu;
+        let n = ids.len();
+        let mut bundle = Tensor::zeros(dim, DType::F32, device).unwrap();
+        if n > 0 {
+            let table: Vec<f32> = ids
+                .iter()
+                .flat_map(|&t| rng::rademacher(rng::derive(seed, u64::from(t)), dim, 1.0))
+                .collect();
+            let table = Tensor::from_vec(table, (n, dim), device).unwrap();
+            for g in 1..=max_ngram.min(n) {
+                let count = n - g + 1;
+                let mut acc = table
+                    .narrow(0, 0, count)
+                    .unwrap()
+                    .roll(g as i32 - 1, 1)
+                    .unwrap();
+                for j in 1..g {
+                    let part = table
+                        .narrow(0, j, count)
+                        .unwrap()
+                        .roll((g - 1 - j) as i32, 1)
+                        .unwrap();
+                    acc = (acc * part).unwrap();
+                }
+                bundle = (bundle + acc.sum(0).unwrap()).unwrap();
+            }
+        }
+        let tie = rng::rademacher(rng::derive(seed, u64::MAX), dim, 1.0);
+        let scale = 1.0 / (dim as f32).sqrt();
+        bundle
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .zip(tie)
+            .map(|(&s, t)| {
+                let sign = if s > 0.0 {
+                    1.0
+                } else if s < 0.0 {
+                    -1.0
+                } else {
+                    t
+                };
+                sign * scale
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hdc_matches_the_tensor_formulation() {
+        for (n, dim, grams) in [
+            (0, 1024, 3),
+            (1, 1024, 3),
+            (2, 64, 3),
+            (7, 100, 1),
+            (16, 1024, 3),
+            (40, 257, 4),
+            (115, 1024, 3),
+            (5, 3, 5),
+            (3, 1, 2),
+        ] {
+            let ids: Vec<u32> = (0..n).map(|i| (i * 7919 % 30_522) as u32).collect();
+            for seed in [0, 42] {
+                assert_eq!(
+                    hdc(&ids, dim, seed, grams),
+                    hdc_tensor(&ids, dim, seed, grams),
+                    "n {n}, dim {dim}, max_ngram {grams}, seed {seed}"
+                );
+            }
+        }
     }
 }

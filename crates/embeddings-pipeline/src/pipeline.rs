@@ -1332,8 +1332,7 @@ impl Engine {
             let start = Instant::now();
             let h = &self.config.hdc;
             for &i in chunk {
-                let v = builtin::hdc(&items[i].builtin_ids, h.dim, h.seed, h.max_ngram, dev)
-                    .map_err(|e| fail(ModelId::Hdc, e))?;
+                let v = builtin::hdc(&items[i].builtin_ids, h.dim, h.seed, h.max_ngram);
                 items[i].out[ModelId::Hdc.index()] = Some(SlotOutput::Dense(v.into()));
             }
             done(ModelId::Hdc, start);

@@ -1,0 +1,95 @@
+//! Where the time of one `embed` call goes: runs the first `BATCH` inputs of
+//! one kind from `benches/data/sentences.json` through the pipeline
+//! configured as in `benches/benches/pipeline.rs` (every slot or `Semantic`
+//! only, fused vector on, cache off, `max_batch_size = 128`) `ITERS` times
+//! after a warm-up, then prints the pipeline's own recorded means: per stage
+//! (tokenization, inference, fusion) and per slot, in µs per call.
+//!
+//! ```text
+//! stage_breakdown MODELS_DIR SENTENCES_JSON short|long BATCH ITERS [semantic]
+//! ```
+//! A diagnostic, not a benchmark: criterion's `pipeline` bench gives the
+//! throughput figures of `BENCHMARKS.md`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use embeddings_pipeline::{EmbedInput, EmbeddingPipeline, ModelId, PipelineConfig};
+
+fn run(args: &[String]) -> Result<String, String> {
+    let (models, data, kind, batch, iters, semantic) = match args {
+        [m, d, k, b, i] => (m, d, k, b, i, false),
+        [m, d, k, b, i, s] if s == "semantic" => (m, d, k, b, i, true),
+        _ => {
+            return Err(
+                "usage: stage_breakdown MODELS_DIR SENTENCES_JSON short|long BATCH ITERS [semantic]"
+                    .into(),
+            );
+        }
+    };
+    let parse = |s: &str| s.parse::<usize>().map_err(|e| format!("{s}: {e}"));
+    let (batch, iters) = (parse(batch)?.max(1), parse(iters)?.max(1));
+    let text = std::fs::read_to_string(data).map_err(|e| format!("{data}: {e}"))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let inputs: Vec<EmbedInput> = json[kind.as_str()]
+        .as_array()
+        .ok_or(format!("no `{kind}` array"))?
+        .iter()
+        .filter_map(|v| v.as_str().map(EmbedInput::new))
+        .take(batch)
+        .collect();
+    let config = PipelineConfig::from_toml_str("max_batch_size = 128\n[cache]\nmax_bytes = 0\n")
+        .map_err(|e| e.to_string())?;
+    let mut builder = EmbeddingPipeline::builder()
+        .models_dir(models)
+        .config(config)
+        .strict(true);
+    if semantic {
+        builder = builder.only(&[ModelId::Semantic]);
+    }
+    let pipeline = builder.build().map_err(|e| e.to_string())?;
+    for _ in 0..3 {
+        pipeline.embed(&inputs).map_err(|e| e.to_string())?;
+    }
+    pipeline.metrics().reset();
+    let start = Instant::now();
+    for _ in 0..iters {
+        pipeline.embed(&inputs).map_err(|e| e.to_string())?;
+    }
+    let wall = start.elapsed().as_secs_f64() * 1e6 / iters as f64;
+    let s = pipeline.metrics().snapshot();
+    let per_call = |sum: u64| sum as f64 / iters as f64;
+    let mut out = format!(
+        "{kind} batch {batch}, {iters} calls: {wall:.0} µs per call ({:.1} sentences/s)\n",
+        batch as f64 * 1e6 / wall
+    );
+    for (stage, h) in &s.stages {
+        out.push_str(&format!(
+            "  stage {stage:<14} {:>10.0} µs/call\n",
+            per_call(h.sum)
+        ));
+    }
+    for (id, m) in &s.models {
+        if m.latency.count > 0 {
+            out.push_str(&format!(
+                "  slot  {id:<20} {:>10.0} µs/call\n",
+                per_call(m.latency.sum)
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stage_breakdown: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
