@@ -9,10 +9,13 @@
 //! Every iteration is one `EmbeddingPipeline::embed` call on the first `b`
 //! inputs (criterion reports elements/s through `Throughput::Elements(b)`).
 //! The cache is disabled (`cache_max_bytes(0)`), so every iteration runs the
-//! model; `max_batch_size = 128`, so each call is one forward pass, as
-//! `encode(batch_size = b)` is on the PyTorch side; the reference time and
-//! every input's timestamp and position are fixed, so the work is the same
-//! in every run.
+//! model; `max_batch_size = 128`, so the `b` inputs of a call are one batch
+//! as `encode(batch_size = b)`'s are on the PyTorch side — which our
+//! pipeline, like any call, runs sorted by length in forward passes of at
+//! most `max_forward_tokens` padded tokens (default 1536; the environment
+//! variable `BENCH_MAX_FORWARD_TOKENS` overrides it, to tune it). The
+//! reference time and every input's timestamp and position are fixed, so
+//! the work is the same in every run.
 //!
 //! Skipped, with a message, when the model folder is missing
 //! (`cargo xtask fetch-models`). `EMBEDDINGS_MODELS_DIR` overrides the

@@ -20,7 +20,7 @@ pub const DEFAULT_MODEL: &str = "default";
 pub const DEFAULT_MODEL_DIR: &str = "all-MiniLM-L6-v2";
 
 /// Default [`PipelineConfig::max_forward_tokens`].
-pub const DEFAULT_MAX_FORWARD_TOKENS: usize = 2048;
+pub const DEFAULT_MAX_FORWARD_TOKENS: usize = 1536;
 
 /// The whole pipeline configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub struct PipelineConfig {
     /// chunk's longest input, special tokens included); an input longer than
     /// that is a chunk on its own. Keeping each forward pass's activations
     /// small keeps them in cache and out of fresh page-faulted memory, which
-    /// is faster than one huge pass (see `BENCHMARKS.md`). Default 2048.
+    /// is faster than one huge pass (see `BENCHMARKS.md`). Default 1536.
     pub max_forward_tokens: usize,
     /// Where tensors live.
     pub device: DeviceKind,

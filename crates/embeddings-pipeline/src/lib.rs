@@ -58,7 +58,7 @@
 //! ```toml
 //! models_dir = "/srv/models"      # relative model paths resolve here
 //! max_batch_size = 32             # chunk size; bounds memory for huge batches
-//! max_forward_tokens = 2048       # and padded tokens (items × longest) per chunk
+//! max_forward_tokens = 1536       # and padded tokens (items × longest) per chunk
 //! device = "cpu"                  # or "cuda" (feature `cuda`)
 //! builtin_tokenizer = "default"   # tokenizer of `sparse` and `hdc`
 //!
