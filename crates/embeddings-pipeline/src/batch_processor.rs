@@ -425,7 +425,6 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
         m.record_batch(all.len(), micros(compute_time));
     }
     let mut items = all.into_iter();
-    let mut any_ok = false;
     for (mut job, span) in runnable.into_iter().zip(spans) {
         let job_items: Vec<Item> = items.by_ref().take(span.len()).collect();
         let queue_wait = start.saturating_duration_since(job.submitted);
@@ -441,7 +440,7 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
         let total = job.submitted.elapsed();
         match &answer {
             Ok(done) => {
-                any_ok = true;
+                engine.state.embedded_now();
                 if let Some(m) = rec {
                     for _ in done {
                         m.record_embedding(micros(total));
@@ -454,6 +453,13 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
                 }
             }
         }
+        // Everything about this job is recorded before its reply goes out, so
+        // a caller that reads the metrics as soon as it has its answer sees
+        // them settled (no longer in flight, counted, cached, and the last
+        // embedding time updated).
+        if let Some(m) = rec {
+            m.in_flight_dec();
+        }
         let Job { reply, .. } = job;
         reply.send(answer.map(|embeddings| EmbedResponse {
             embeddings,
@@ -463,12 +469,6 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
                 total,
             },
         }));
-        if let Some(m) = rec {
-            m.in_flight_dec();
-        }
-    }
-    if any_ok {
-        engine.state.embedded_now();
     }
 }
 
