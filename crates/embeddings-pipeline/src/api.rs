@@ -99,8 +99,12 @@ pub struct BatchingLimits {
     pub max_batch_tokens: usize,
     /// Longest wait for more requests, ms.
     pub max_wait_ms: u64,
-    /// Items per forward pass (the top-level `max_batch_size`).
+    /// At most this many items per forward pass (the top-level
+    /// `max_batch_size`).
     pub chunk_size: usize,
+    /// At most this many padded tokens (items × longest) per forward pass,
+    /// unless one input alone is longer (the top-level `max_forward_tokens`).
+    pub chunk_max_tokens: usize,
     /// Worker threads.
     pub workers: usize,
 }
@@ -421,6 +425,7 @@ impl EmbeddingPipeline {
                 max_batch_tokens: b.max_batch_tokens,
                 max_wait_ms: b.max_wait_ms,
                 chunk_size: e.config.max_batch_size,
+                chunk_max_tokens: e.config.max_forward_tokens,
                 workers: self.batcher.workers(),
             },
             cache_max_bytes: e.cache.as_ref().map_or(0, |c| c.max_bytes()),

@@ -611,6 +611,13 @@ fn describe_and_limits_serialize_to_json() {
     assert_eq!(json["batching"]["queue_capacity"], 256);
     assert_eq!(json["batching"]["max_batch_size"], 32);
     assert_eq!(json["batching"]["workers"], 1);
+    assert_eq!(
+        (
+            &json["batching"]["chunk_size"],
+            &json["batching"]["chunk_max_tokens"]
+        ),
+        (&serde_json::json!(32), &serde_json::json!(1536))
+    );
     assert_eq!(json["cache_max_bytes"], 128 << 20);
     assert_eq!(json["fusion_dim"], 1536);
     let semantic = &limits.slots[ModelId::Semantic.index()];
@@ -644,6 +651,7 @@ fn batching_and_cache_configuration_is_validated() {
         ("[batching]\nmax_batch_size = 0", "batching.max_batch_size"),
         ("[batching]\nmax_batch_tokens = 0", "max_batch_tokens"),
         ("[batching]\nmax_wait_ms = 60000", "max_wait_ms"),
+        ("max_forward_tokens = 0", "max_forward_tokens"),
         ("[cache]\nmax_entries = 3", "unknown field"),
         ("[health]\nmin_models_loaded = 13", "[health]"),
     ] {
