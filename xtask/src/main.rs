@@ -58,7 +58,16 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root (the parent of this crate's manifest directory).
+///
+/// `cargo xtask` (= `cargo run -p xtask`) sets `CARGO_MANIFEST_DIR` at run
+/// time to the checkout it was invoked in; that wins over the path baked in
+/// at compile time, which is stale when the binary was built from another
+/// checkout sharing the target directory (cargo's fingerprints are relative
+/// to the workspace, so it does not rebuild) or when the checkout moved.
 fn project_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
