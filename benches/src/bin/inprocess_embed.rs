@@ -9,6 +9,10 @@
 //! ```
 
 use std::process::ExitCode;
+
+/// The server's allocator, so this runs like the service does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -10,8 +10,17 @@
 //! ```
 //! A diagnostic, not a benchmark: criterion's `pipeline` bench gives the
 //! throughput figures of `BENCHMARKS.md`.
+//!
+//! It runs with the server's global allocator (mimalloc). With
+//! `STAGE_PILOT=1` it first builds a throwaway pipeline (kept alive), the
+//! comparison behind `BENCHMARKS.md`'s "Allocator" table, whose glibc rows
+//! were measured with the `#[global_allocator]` item below removed.
 
 use std::process::ExitCode;
+
+/// The server's allocator, so this runs like the service does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use embeddings_pipeline::{EmbedInput, EmbeddingPipeline, ModelId, PipelineConfig};
@@ -47,6 +56,11 @@ fn run(args: &[String]) -> Result<String, String> {
     if semantic {
         builder = builder.only(&[ModelId::Semantic]);
     }
+    let _pilot = if std::env::var_os("STAGE_PILOT").is_some() {
+        Some(builder.clone().build().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let pipeline = builder.build().map_err(|e| e.to_string())?;
     for _ in 0..3 {
         pipeline.embed(&inputs).map_err(|e| e.to_string())?;

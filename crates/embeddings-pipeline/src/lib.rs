@@ -173,6 +173,17 @@
 //! # Fusion
 #![doc = include_str!("../docs/fusion.md")]
 //!
+//! # Memory allocator
+//! A forward pass allocates and frees activation buffers of a few MB per
+//! op. With glibc's malloc, whether those come from reused memory or from
+//! fresh, page-faulted `mmap`s depends on the process's allocation history;
+//! in a process with one pipeline (a typical service) that cost ≈ 10 000
+//! page faults per call of 32 short inputs and ≈ 30 % of the throughput
+//! (`BENCHMARKS.md`, "Allocator"). Either make
+//! [mimalloc](https://crates.io/crates/mimalloc) the binary's global
+//! allocator, as `embeddings-server` does, or start the process with
+//! `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456`.
+//!
 //! # Feature flags
 //! - `cuda`: CUDA support (`device = "cuda"` opens device 0; the driver
 //!   library is checked for first and a missing one is a typed error).

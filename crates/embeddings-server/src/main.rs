@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use embeddings_server::cli::Args;
 
+/// mimalloc instead of the system allocator: with glibc, the forward pass's
+/// multi-megabyte activation buffers come back as fresh page-faulted mmaps
+/// on every op (see the workspace `Cargo.toml` and `BENCHMARKS.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
