@@ -153,25 +153,6 @@ for kind in ("short", "long"):
         print(f"| {kind} | {b} | {f(sem)} | {f(full)} | {f(pt)} | {f(r1, '.2f')}{m1} | {f(r2, '.2f')}{m2} | {f(t['cpu_util'] if t else None, '.2f')} |")
 
 print()
-print("## Instrumentation overhead, sequential criterion runs (metrics on vs record_metrics(false))")
-print()
-print("Consecutive runs of the same variant differ by the last column on a shared machine, so these")
-print("rows cannot resolve 1 %; the paired, interleaved measurement is `bash benches/overhead.sh`.")
-print()
-print("| input/batch | on (a) | off (a) | on (b) | off (b) | 1 − mean(on)/mean(off) | on(a) vs on(b) (noise) |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for kind, b in (("short", 1), ("short", 32)):
-    g = f"pipeline-overhead_{kind}_{b}"
-    v = {k: sps(b, est(g, k.split("/")[0], k.split("/")[1]))
-         for k in ("metrics_on/a", "metrics_off/a", "metrics_on/b", "metrics_off/b")}
-    if None in v.values():
-        print(f"| {kind}/{b} | n/a | n/a | n/a | n/a | n/a | n/a |")
-        continue
-    on = (v["metrics_on/a"] + v["metrics_on/b"]) / 2
-    off = (v["metrics_off/a"] + v["metrics_off/b"]) / 2
-    noise = abs(v["metrics_on/a"] - v["metrics_on/b"]) / on
-    print(f"| {kind}/{b} | {v['metrics_on/a']:.1f} | {v['metrics_off/a']:.1f} | {v['metrics_on/b']:.1f} | {v['metrics_off/b']:.1f} | {100 * (1 - on / off):+.2f} % | {100 * noise:.2f} % |")
-
 print()
 if env:
     print(f"PyTorch: torch {env.get('torch')}, sentence-transformers {env.get('sentence_transformers')}, "

@@ -3,8 +3,9 @@
 //! pass + mean pooling), at batch 1, 32 and 128, for the `short` (~12 words)
 //! and `long` (~100 words) inputs of `benches/data/sentences.json`, the same
 //! inputs `benches/python/st_throughput.py` gives sentence-transformers.
-//! Plus the instrumentation overhead: metrics recorded versus
-//! `record_metrics(false)`.
+//! (The instrumentation overhead is measured by `benches/overhead.sh`:
+//! sequential criterion runs of metrics on and off cannot resolve 1 % on a
+//! shared machine.)
 //!
 //! Every iteration is one `EmbeddingPipeline::embed` call on the first `b`
 //! inputs (criterion reports elements/s through `Throughput::Elements(b)`).
@@ -92,7 +93,6 @@ fn build(
     dir: &Path,
     reference: DateTime<Utc>,
     slots: Option<&[ModelId]>,
-    record_metrics: bool,
 ) -> Result<EmbeddingPipeline, BoxError> {
     let mut toml = String::from("max_batch_size = 128\n");
     if let Ok(t) = std::env::var("BENCH_MAX_FORWARD_TOKENS") {
@@ -104,8 +104,7 @@ fn build(
         .models_dir(dir)
         .strict(true)
         .reference_time(reference)
-        .cache_max_bytes(0)
-        .record_metrics(record_metrics);
+        .cache_max_bytes(0);
     if let Some(slots) = slots {
         builder = builder.only(slots);
     }
@@ -145,7 +144,6 @@ struct Setup {
     inputs: Vec<(&'static str, Vec<EmbedInput>)>,
     semantic: EmbeddingPipeline,
     full: EmbeddingPipeline,
-    full_no_metrics: EmbeddingPipeline,
 }
 
 fn setup() -> Result<Option<Setup>, BoxError> {
@@ -162,15 +160,13 @@ fn setup() -> Result<Option<Setup>, BoxError> {
     let reference: DateTime<Utc> = REFERENCE_TIME.parse()?;
     let inputs = load_inputs(reference)?;
     let setup = Setup {
-        semantic: build(&dir, reference, Some(&[ModelId::Semantic]), true)?,
-        full: build(&dir, reference, None, true)?,
-        full_no_metrics: build(&dir, reference, None, false)?,
+        semantic: build(&dir, reference, Some(&[ModelId::Semantic]))?,
+        full: build(&dir, reference, None)?,
         inputs,
     };
     for (_, inputs) in &setup.inputs {
         check(&setup.semantic, &inputs[..2], 1)?;
         check(&setup.full, &inputs[..2], ModelId::ALL.len())?;
-        check(&setup.full_no_metrics, &inputs[..2], ModelId::ALL.len())?;
     }
     Ok(Some(setup))
 }
@@ -219,38 +215,6 @@ fn pipeline(c: &mut Criterion) {
                 BenchmarkId::new("full", b),
                 &setup.full,
                 &inputs[..b],
-            );
-        }
-        group.finish();
-    }
-
-    // Instrumentation overhead: the full pipeline with metrics on and off,
-    // in the order on, off, on, off, so drift of the shared machine shows
-    // as a difference between the two runs of the same variant.
-    for (kind, b) in [("short", 1), ("short", 32)] {
-        let Some((_, inputs)) = setup.inputs.iter().find(|(k, _)| *k == kind) else {
-            continue;
-        };
-        let inputs = &inputs[..b];
-        let mut group = c.benchmark_group(format!("pipeline-overhead/{kind}/{b}"));
-        group
-            .sampling_mode(SamplingMode::Flat)
-            .sample_size(20)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(5))
-            .throughput(Throughput::Elements(b as u64));
-        for round in ["a", "b"] {
-            bench_embed(
-                &mut group,
-                BenchmarkId::new("metrics_on", round),
-                &setup.full,
-                inputs,
-            );
-            bench_embed(
-                &mut group,
-                BenchmarkId::new("metrics_off", round),
-                &setup.full_no_metrics,
-                inputs,
             );
         }
         group.finish();

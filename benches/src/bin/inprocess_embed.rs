@@ -24,18 +24,10 @@ fn run(args: &[String]) -> Result<String, String> {
             "usage: inprocess_embed MODELS_DIR SENTENCES_JSON BATCH SECONDS CONCURRENCY".into(),
         );
     };
-    let parse = |s: &str| s.parse::<usize>().map_err(|e| format!("{s}: {e}"));
+    let parse = embeddings_benches::count_arg;
     let (batch, seconds, concurrency) =
         (parse(batch)?, parse(seconds)?, parse(concurrency)?.max(1));
-    let text = std::fs::read_to_string(data).map_err(|e| format!("{data}: {e}"))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let short: Vec<String> = json["short"]
-        .as_array()
-        .ok_or("no `short` array")?
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .take(batch)
-        .collect();
+    let short = embeddings_benches::sentences(data, "short", batch)?;
     let config =
         PipelineConfig::from_toml_str("[cache]\nmax_bytes = 0\n").map_err(|e| e.to_string())?;
     let pipeline = EmbeddingPipeline::builder()
@@ -82,22 +74,12 @@ fn run(args: &[String]) -> Result<String, String> {
     let elapsed = started.elapsed().as_secs_f64();
     let requests = done.load(Ordering::Relaxed) as f64;
     Ok(format!(
-        "{{\"requests_per_s\": {:.3}, \"sentences_per_s\": {:.3}, \"batch\": {batch}, \"concurrency\": {concurrency}, \"seconds\": {elapsed:.2}}}",
+        "{{\"requests_per_s\": {:.3}, \"sentences_per_s\": {:.3}, \"batch\": {batch}, \"concurrency\": {concurrency}, \"seconds\": {elapsed:.2}}}\n",
         requests / elapsed,
         requests * batch as f64 / elapsed
     ))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("inprocess_embed: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    embeddings_benches::main_with("inprocess_embed", run)
 }

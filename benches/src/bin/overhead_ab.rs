@@ -61,16 +61,11 @@ fn run(args: &[String]) -> Result<String, String> {
     let [models, data, kind, batch, rounds] = args else {
         return Err("usage: overhead_ab MODELS_DIR SENTENCES_JSON short|long BATCH ROUNDS".into());
     };
-    let parse = |s: &str| s.parse::<usize>().map_err(|e| format!("{s}: {e}"));
+    let parse = embeddings_benches::count_arg;
     let (batch, rounds) = (parse(batch)?.max(1), parse(rounds)?.max(2));
-    let text = std::fs::read_to_string(data).map_err(|e| format!("{data}: {e}"))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let inputs: Vec<EmbedInput> = json[kind.as_str()]
-        .as_array()
-        .ok_or(format!("no `{kind}` array"))?
-        .iter()
-        .filter_map(|v| v.as_str().map(EmbedInput::new))
-        .take(batch)
+    let inputs: Vec<EmbedInput> = embeddings_benches::sentences(data, kind, batch)?
+        .into_iter()
+        .map(EmbedInput::new)
         .collect();
     // The first copy built in a process ran ≈ 5–6 % slower than later ones
     // (same code, same flags: seen with either setting in the first
@@ -119,22 +114,12 @@ fn run(args: &[String]) -> Result<String, String> {
          \"off_ms_per_call\":{:.3},\"on_ms_per_call\":{:.3},\
          \"on_vs_off_pct\":{d:.3},\"on_vs_off_ci95_pct\":{ci:.3},\"on_vs_off_median_pct\":{med:.3},\
          \"aa_off_b_vs_off_a_pct\":{aa_off:.3},\"aa_off_ci95_pct\":{aa_off_ci:.3},\
-         \"aa_on_b_vs_on_a_pct\":{aa_on:.3},\"aa_on_ci95_pct\":{aa_on_ci:.3}}}",
+         \"aa_on_b_vs_on_a_pct\":{aa_on:.3},\"aa_on_ci95_pct\":{aa_on_ci:.3}}}\n",
         1e3 * base,
         1e3 * mean(&on),
     ))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(line) => {
-            println!("{line}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("overhead_ab: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    embeddings_benches::main_with("overhead_ab", run)
 }

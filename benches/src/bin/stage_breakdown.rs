@@ -36,16 +36,11 @@ fn run(args: &[String]) -> Result<String, String> {
             );
         }
     };
-    let parse = |s: &str| s.parse::<usize>().map_err(|e| format!("{s}: {e}"));
+    let parse = embeddings_benches::count_arg;
     let (batch, iters) = (parse(batch)?.max(1), parse(iters)?.max(1));
-    let text = std::fs::read_to_string(data).map_err(|e| format!("{data}: {e}"))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let inputs: Vec<EmbedInput> = json[kind.as_str()]
-        .as_array()
-        .ok_or(format!("no `{kind}` array"))?
-        .iter()
-        .filter_map(|v| v.as_str().map(EmbedInput::new))
-        .take(batch)
+    let inputs: Vec<EmbedInput> = embeddings_benches::sentences(data, kind, batch)?
+        .into_iter()
+        .map(EmbedInput::new)
         .collect();
     let config = PipelineConfig::from_toml_str("max_batch_size = 128\n[cache]\nmax_bytes = 0\n")
         .map_err(|e| e.to_string())?;
@@ -95,15 +90,5 @@ fn run(args: &[String]) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("stage_breakdown: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    embeddings_benches::main_with("stage_breakdown", run)
 }
