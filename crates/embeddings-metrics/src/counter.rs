@@ -60,9 +60,8 @@ impl Counter {
     #[inline]
     pub fn add(&self, n: u64) {
         let shard = shard::current();
-        if let Some(cell) = self.stripes.get(shard.stripe()) {
-            shard.add(cell, n);
-        }
+        // `Shard::stripe` is at most `STRIPES - 1`: always in range.
+        shard.add(&self.stripes[shard.stripe()], n);
     }
 
     /// The total over all stripes. Exact once writers stop; while they run,
@@ -78,7 +77,11 @@ impl Counter {
     /// Sets the counter back to zero: reads from now on count from the total
     /// seen at this moment. An add racing with the reset may or may not be
     /// included in that baseline (it then survives the reset or not); none is
-    /// lost or counted twice afterwards.
+    /// lost or counted twice afterwards. Resets must not overlap each other
+    /// (a `const` counter holds no lock to serialise them): two racing
+    /// resets may store their baselines out of order, and counts already
+    /// reset would then reappear. [`PipelineMetrics`](crate::PipelineMetrics)
+    /// serialises its own resets.
     pub fn reset(&self) {
         self.baseline.store(self.raw_total(), Ordering::Release);
     }

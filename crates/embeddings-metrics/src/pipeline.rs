@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -203,6 +204,10 @@ pub struct PipelineMetrics {
     /// Counter totals at the last reset; reads subtract them (see
     /// [Reset](Self#reset)).
     baseline: Box<Counters>,
+    /// Serialises resets: two overlapping ones could otherwise store their
+    /// baselines out of order (an older, smaller total last), and counts
+    /// already reset would reappear. Recording never takes it.
+    reset_lock: Mutex<()>,
     pub(crate) latency_ema: CachePadded<Ema>,
     pub(crate) model_ema: [CachePadded<Ema>; MODELS],
     pub(crate) latency: Histogram,
@@ -266,6 +271,7 @@ impl PipelineMetrics {
                 CachePadded::new(CounterStripe::new())
             })),
             baseline: Box::new(Counters::new()),
+            reset_lock: Mutex::new(()),
             latency_ema: CachePadded::new(Ema::new()),
             model_ema: std::array::from_fn(|_| CachePadded::new(Ema::new())),
             latency: histogram(),
@@ -288,13 +294,8 @@ impl PipelineMetrics {
     #[inline]
     fn stripe(&self) -> (Shard, &CounterStripe) {
         let shard = shard::current();
-        // `stripe()` is always `< STRIPES`; indexing through `get` keeps the
-        // no-panic rule visible, with the shared stripe as the fallback.
-        let stripe = self
-            .stripes
-            .get(shard.stripe())
-            .unwrap_or(&self.stripes[STRIPES - 1]);
-        (shard, stripe)
+        // `Shard::stripe` is at most `OVERFLOW = STRIPES - 1`: always in range.
+        (shard, &self.stripes[shard.stripe()])
     }
 
     #[inline]
@@ -401,6 +402,10 @@ impl PipelineMetrics {
     /// Zeroes everything accumulated; see [Reset](Self#reset) for what is
     /// and is not atomic.
     pub fn reset(&self) {
+        let _serial = self
+            .reset_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Counters are not written here: an owner's load-and-store racing
         // with a store of 0 could undo it. The totals seen now become the
         // baseline that every read subtracts (Release pairs with the

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use embeddings_metrics::PipelineMetrics;
 use embeddings_types::{ErrorKind, Stage};
 
 use crate::cache_manager::Key;
@@ -402,11 +403,12 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
     if runnable.is_empty() {
         return;
     }
-    if let Some(m) = rec {
-        for _ in &runnable {
-            m.in_flight_inc();
-        }
-    }
+    // One guard per job: dropped before that job's reply, and on unwinding
+    // if `compute` panics (the worker survives that), so the gauge never leaks.
+    let mut in_flight: Vec<_> = runnable
+        .iter()
+        .map(|_| rec.map(PipelineMetrics::track_in_flight))
+        .collect();
     let mut run = SlotMask::empty();
     let mut fuse = false;
     let mut all: Vec<Item> = Vec::new();
@@ -457,9 +459,7 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
         // a caller that reads the metrics as soon as it has its answer sees
         // them settled (no longer in flight, counted, cached, and the last
         // embedding time updated).
-        if let Some(m) = rec {
-            m.in_flight_dec();
-        }
+        drop(in_flight.pop());
         let Job { reply, .. } = job;
         reply.send(answer.map(|embeddings| EmbedResponse {
             embeddings,

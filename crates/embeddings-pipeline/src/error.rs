@@ -186,7 +186,7 @@ pub enum PipelineError {
     NoSlotLoaded(String),
     /// The submission queue is full; nothing was queued.
     #[error(
-        "the pipeline is overloaded: its queue already holds {capacity} requests; retry later          (with backoff), or raise `[batching] queue_capacity` / `workers`"
+        "the pipeline is overloaded: its queue already holds {capacity} requests; retry later (with backoff), or raise `[batching] queue_capacity` / `workers`"
     )]
     Overloaded {
         /// The queue's capacity, in requests.
@@ -198,7 +198,7 @@ pub enum PipelineError {
     /// The worker processing the request stopped without answering (a bug:
     /// a panic inside a worker). The request may be retried.
     #[error(
-        "the worker processing this request stopped without answering (internal error); retry          the request, and report it if it repeats"
+        "the worker processing this request stopped without answering (internal error); retry the request, and report it if it repeats"
     )]
     WorkerLost,
     /// A requested slot is not served by this pipeline.

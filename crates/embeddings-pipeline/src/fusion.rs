@@ -322,11 +322,10 @@ impl Srht {
             *d = x * g;
         }
         fwht(&mut v);
+        // `1/√m` only fixes the expected norm; callers normalise anyway.
         let scale = 1.0 / (self.pick.len().max(1) as f32).sqrt();
-        self.pick
-            .iter()
-            .map(|&i| v.get(i).copied().unwrap_or(0.0) * scale)
-            .collect()
+        // Every pick is `< padded = v.len()` by construction.
+        self.pick.iter().map(|&i| v[i] * scale).collect()
     }
 }
 

@@ -1030,10 +1030,9 @@ impl Engine {
             .enumerate()
             .map(|(i, x)| self.prepare(i, x))
             .collect();
-        if fail_fast && let Some(e) = prepared.iter().find_map(|it| it.error.clone()) {
-            self.record_failure(&e, rec);
-            return Err(e);
-        }
+        // Invalid items go on as misses without a cache key; `tokenize`
+        // skips them, so the check after it reports the first bad input by
+        // index, whether validation or tokenization rejected it.
         let mut results: Vec<Option<Result<MultiEmbedding, PipelineError>>> =
             (0..inputs.len()).map(|_| None).collect();
         let mut misses: Vec<Item> = Vec::new();

@@ -211,18 +211,21 @@ impl Checkpoint {
         let batch = ids.len();
         let longest = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut flat = vec![self.pad_id; batch * longest];
-        let mut mask = vec![0u32; batch * longest];
         for (row, seq) in ids.iter().enumerate() {
             flat[row * longest..row * longest + seq.len()].copy_from_slice(seq);
-            mask[row * longest..row * longest + seq.len()].fill(1);
         }
         let input = Tensor::from_vec(flat, (batch, longest), &self.device)?;
         match &self.model {
+            // Our encoder masks by each row's length; no mask tensor.
             Trunk::Cpu(encoder) => {
                 let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
                 encoder.forward(&input, &lens)
             }
             Trunk::Candle(model) => {
+                let mut mask = vec![0u32; batch * longest];
+                for (row, seq) in ids.iter().enumerate() {
+                    mask[row * longest..row * longest + seq.len()].fill(1);
+                }
                 let mask = Tensor::from_vec(mask, (batch, longest), &self.device)?;
                 let types = input.zeros_like()?;
                 model.forward(&input, &types, Some(&mask))

@@ -60,8 +60,10 @@ impl Limits {
         }
     }
 
-    fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs.max(1))
+    /// When a request arriving now must be answered: one budget for reading
+    /// the body and embedding together.
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(self.request_timeout_secs.max(1))
     }
 }
 
@@ -229,15 +231,15 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-/// Reads the body within the size and time limits.
-async fn read_body(state: &AppState, id: &RequestId, body: Body) -> Result<Bytes, ApiError> {
+/// Reads the body within the size limit and before `deadline`.
+async fn read_body(
+    state: &AppState,
+    id: &RequestId,
+    deadline: tokio::time::Instant,
+    body: Body,
+) -> Result<Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
-    match tokio::time::timeout(
-        state.limits.request_timeout(),
-        axum::body::to_bytes(body, limit),
-    )
-    .await
-    {
+    match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::new(
             ErrorKind::RequestTimeout,
             id,
@@ -337,6 +339,7 @@ fn parse_models(id: &RequestId, names: &[String]) -> Result<Vec<ModelId>, ApiErr
 async fn run_pipeline(
     state: &AppState,
     id: &RequestId,
+    deadline: tokio::time::Instant,
     inputs: Vec<EmbedInput>,
     options: EmbedOptions,
 ) -> Result<EmbedResponse, ApiError> {
@@ -346,7 +349,7 @@ async fn run_pipeline(
     let ticket = pipeline
         .submit(inputs, options)
         .map_err(|e| pipeline_error(id, &e))?;
-    match tokio::time::timeout(state.limits.request_timeout(), ticket).await {
+    match tokio::time::timeout_at(deadline, ticket).await {
         Err(_) => Err(ApiError::new(
             ErrorKind::Timeout,
             id,
@@ -412,7 +415,8 @@ fn json_response<T: Serialize>(status: StatusCode, id: &RequestId, body: &T) -> 
 
 async fn embed(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
     let id = request_id(request.extensions());
-    let bytes = read_body(&state, &id, request.into_body()).await?;
+    let deadline = state.limits.deadline();
+    let bytes = read_body(&state, &id, deadline, request.into_body()).await?;
     let body: EmbedRequest = parse_json(&id, &bytes)?;
     let texts = body.inputs.into_vec();
     check_inputs(&state, &id, &texts)?;
@@ -454,7 +458,7 @@ async fn embed(State(state): State<Arc<AppState>>, request: Request) -> Result<R
         slots,
         fused: body.fused,
     };
-    let result = run_pipeline(&state, &id, inputs, options).await?;
+    let result = run_pipeline(&state, &id, deadline, inputs, options).await?;
     let timings = timings(&result);
     let json = api::EmbedResponseJson {
         data: api::items(&result.embeddings),
@@ -470,7 +474,8 @@ async fn openai_embeddings(
     request: Request,
 ) -> Result<Response, ApiError> {
     let id = request_id(request.extensions());
-    let bytes = read_body(&state, &id, request.into_body()).await?;
+    let deadline = state.limits.deadline();
+    let bytes = read_body(&state, &id, deadline, request.into_body()).await?;
     let body: OpenAiRequest = parse_json(&id, &bytes)?;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -506,7 +511,7 @@ async fn openai_embeddings(
         fused: slot.is_none(),
     };
     let inputs = texts.into_iter().map(EmbedInput::new).collect();
-    let result = run_pipeline(&state, &id, inputs, options).await?;
+    let result = run_pipeline(&state, &id, deadline, inputs, options).await?;
 
     let mut data = Vec::with_capacity(result.embeddings.len());
     let mut tokens = 0;
@@ -575,9 +580,15 @@ pub fn render_metrics(state: &AppState, format: Format) -> String {
     let mut encoder = Encoder::new(&mut out, format);
     let prefix = &state.metrics.config().prefix;
     let result = (|| -> std::fmt::Result {
+        let stats = ProcessStats::read();
+        // Also into the recorder's own gauge, which `embeddings-health`'s
+        // memory alert and the JSON snapshot read.
+        if let Some(rss) = stats.resident_memory_bytes {
+            state.metrics.set_process_rss_bytes(rss);
+        }
         state.metrics.encode(&mut encoder)?;
         state.http.encode(&mut encoder)?;
-        crate::process_families::encode(&mut encoder, prefix, &ProcessStats::read())?;
+        crate::process_families::encode(&mut encoder, prefix, &stats)?;
         encoder.finish()
     })();
     if result.is_err() {
