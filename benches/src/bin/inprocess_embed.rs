@@ -35,10 +35,7 @@ fn run(args: &[String]) -> Result<String, String> {
         .config(config)
         .build()
         .map_err(|e| e.to_string())?;
-    let options = EmbedOptions {
-        slots: Some(vec![ModelId::Semantic]),
-        fused: false,
-    };
+    let options = EmbedOptions::only([ModelId::Semantic]);
     let request = || {
         short
             .iter()

@@ -66,6 +66,7 @@ pub fn snapshot(now: DateTime<Utc>) -> MetricsSnapshot {
             cache_bytes: Some(256 << 20),
             cache_entries: Some(50_000),
         },
+        inputs_served: 0,
     }
 }
 

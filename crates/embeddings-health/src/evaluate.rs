@@ -4,7 +4,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use embeddings_types::{ComponentHealth, HealthStatus, ModelId};
+use embeddings_types::{CacheFigures, ComponentHealth, GpuMemory, HealthStatus, ModelId};
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{self, Probes, elapsed};
@@ -286,6 +286,14 @@ impl HealthPolicy {
                 cache_manager: checks.cache_manager,
                 gpu_available,
                 gpu_required: observation.gpu.expected(),
+            },
+            gpu_memory: gpu_fraction.map(|_| GpuMemory {
+                used_bytes: gpu_used,
+                total_bytes: gpu_total,
+            }),
+            cache: match (snapshot.gauges.cache_entries, snapshot.gauges.cache_bytes) {
+                (Some(entries), Some(bytes)) => Some(CacheFigures { entries, bytes }),
+                _ => None,
             },
         };
         let probes = Probes {

@@ -8,10 +8,11 @@
 //! *in addition* as gauges, for dashboards of a single replica.
 //!
 //! Latencies are exported in seconds (the base unit), from integer µs, as
-//! exact decimals. Every series exists from the first scrape, at zero — except
-//! the caller-set memory gauges, whose family is declared (`# HELP`/`# TYPE`)
-//! but which have no sample until a figure is set: exporting 0 would invent a
-//! figure.
+//! exact decimals. Every counter and histogram series exists from the first
+//! scrape, at zero. A gauge whose value is unknown has its family declared
+//! (`# HELP`/`# TYPE`) but no sample: the caller-set memory gauges until a
+//! figure is set, and the moving averages until their first sample.
+//! Exporting 0 would invent a figure.
 //!
 //! # Cardinality
 //!
@@ -76,21 +77,34 @@ const KINDS: usize = ErrorKind::COUNT;
 const STAGES: usize = Stage::COUNT;
 
 /// The counters without labels, in output order: (name, help).
-const SIMPLE_COUNTERS: [(&str, &str); 6] = [
-    ("generated", "Embeddings generated successfully."),
+const SIMPLE_COUNTERS: [(&str, &str); 7] = [
+    (
+        "generated",
+        "Embeddings computed by the models and delivered to a waiting caller (cache hits excluded).",
+    ),
+    (
+        "inputs_served",
+        "Inputs answered successfully, cache hits included.",
+    ),
     ("cache_hits", "Embedding-cache hits."),
     ("cache_misses", "Embedding-cache misses."),
     (
         "cache_evictions",
         "Entries evicted from the embedding cache.",
     ),
-    ("batches", "Batches processed."),
-    ("batch_items", "Items in all processed batches."),
+    (
+        "batches",
+        "Batches computed (a worker batch, or the cache misses of one blocking call).",
+    ),
+    ("batch_items", "Inputs in all computed batches."),
 ];
 
 /// The integer gauges without labels, in output order: (name, help).
 const PLAIN_GAUGES: [(&str, &str); 4] = [
-    ("queue_depth", "Items waiting in the submission queue."),
+    (
+        "queue_depth",
+        "Requests waiting in the submission queue (the unit of queue_capacity).",
+    ),
     (
         "queue_depth_max",
         "Largest queue depth since start or reset.",
@@ -119,7 +133,7 @@ const WINDOWS: [&str; 3] = ["10s", "60s", "lifetime"];
 /// texts) and label sets (constant labels first, values escaped).
 #[derive(Debug)]
 pub(crate) struct Exposition {
-    simple_counters: [Family; 6],
+    simple_counters: [Family; 7],
     errors: Family,
     model_requests: Family,
     model_errors: Family,
@@ -171,33 +185,40 @@ impl Exposition {
             simple_counters: SIMPLE_COUNTERS.map(|(n, help)| counter(n, help)),
             errors: counter(
                 "errors",
-                "Errors by kind; an error without a known cause counts as internal.",
+                "Failures by kind, each counted once per failed unit (request, input or computation); client kinds (validation, tokenization, overload, cancelled) do not feed errors_per_minute.",
             ),
             model_requests: counter("model_requests", "Requests routed to each model slot."),
             model_errors: counter(
                 "model_errors",
-                "Failures of each model slot by kind (timeouts have kind=\"timeout\"); also counted in errors.",
+                "Failures attributed to each model slot by kind; one failure serving several slots counts once in errors and once here per slot.",
             ),
             latency_ema: gauge(
                 "latency_ema_seconds",
-                "Exponential moving average of embedding latency.",
+                "Exponential moving average of embedding latency; no sample until one is recorded.",
             ),
             model_latency_ema: gauge(
                 "model_latency_ema_seconds",
-                "Exponential moving average of each model slot's latency.",
+                "Exponential moving average of each model slot's latency; no sample for a slot never timed.",
             ),
             throughput: gauge(
                 "throughput_per_second",
                 "Embeddings per second over the last 10 s, 60 s, and since start.",
             ),
-            errors_per_minute: gauge("errors_per_minute", "Errors per minute over the last 60 s."),
+            errors_per_minute: gauge(
+                "errors_per_minute",
+                "Service failures (inference, timeout, internal) in the last 60 s; not extrapolated.",
+            ),
             uptime: gauge(
                 "uptime_seconds",
                 "Time since the recorder was created or reset.",
             ),
             plain_gauges: PLAIN_GAUGES.map(|(n, help)| gauge(n, help)),
             memory: MEMORY_GAUGES.map(|(n, help)| gauge(n, help)),
-            latency: histogram("latency_seconds", "Embedding latency.", &seconds),
+            latency: histogram(
+                "latency_seconds",
+                "Per computed input: from submission to the end of the forward chunk that computed it.",
+                &seconds,
+            ),
             model_latency: histogram(
                 "model_latency_seconds",
                 "Latency of each model slot.",
@@ -290,6 +311,7 @@ impl PipelineMetrics {
         // --- counters ---
         let simple = [
             t.embeddings,
+            t.inputs_served,
             t.cache_hits,
             t.cache_misses,
             t.cache_evictions,
@@ -316,13 +338,20 @@ impl PipelineMetrics {
         }
 
         // --- gauges ---
-        e.family(&x.latency_ema)?
-            .gauge(&x.none, micros(self.average_latency_us()))?;
+        // An average of no sample is unknown: no series, never 0.
+        let mut f = e.family(&x.latency_ema)?;
+        if let Some(range) = self.latency.min_max() {
+            f.gauge(&x.none, micros(self.latency_ema.get_within(Some(range))))?;
+        }
         let mut f = e.family(&x.model_latency_ema)?;
         for model in ModelId::ALL {
             let i = model.index();
-            let ema = self.model_ema[i].get_within(self.model_latency[i].min_max());
-            f.gauge(&x.model[i], micros(ema))?;
+            if let Some(range) = self.model_latency[i].min_max() {
+                f.gauge(
+                    &x.model[i],
+                    micros(self.model_ema[i].get_within(Some(range))),
+                )?;
+            }
         }
         let mut f = e.family(&x.throughput)?;
         let throughputs = [rates.throughput_10s, rates.throughput_60s, rates.throughput];

@@ -92,5 +92,5 @@ pub use expose::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use gauges::{InFlightGuard, MemoryGauge};
 pub use global::{global, reset_global, set_global};
 pub use histogram::{Histogram, HistogramCounts};
-pub use pipeline::PipelineMetrics;
+pub use pipeline::{PipelineMetrics, duration_micros};
 pub use shard::SHARDS;

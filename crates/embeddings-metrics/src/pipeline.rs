@@ -28,6 +28,7 @@ const NANOS_PER_SEC: u64 = 1_000_000_000;
 #[derive(Debug)]
 pub(crate) struct Counters {
     pub(crate) embeddings: AtomicU64,
+    pub(crate) inputs_served: AtomicU64,
     pub(crate) cache_hits: AtomicU64,
     pub(crate) cache_misses: AtomicU64,
     pub(crate) cache_evictions: AtomicU64,
@@ -46,6 +47,7 @@ impl Counters {
     fn new() -> Self {
         Self {
             embeddings: AtomicU64::new(0),
+            inputs_served: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             cache_evictions: AtomicU64::new(0),
@@ -84,6 +86,7 @@ impl CounterStripe {
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
     pub(crate) embeddings: u64,
+    pub(crate) inputs_served: u64,
     pub(crate) cache_hits: u64,
     pub(crate) cache_misses: u64,
     pub(crate) cache_evictions: u64,
@@ -99,6 +102,7 @@ impl Totals {
     #[inline]
     fn zip_cells(&mut self, c: &Counters, mut f: impl FnMut(&mut u64, &AtomicU64)) {
         f(&mut self.embeddings, &c.embeddings);
+        f(&mut self.inputs_served, &c.inputs_served);
         f(&mut self.cache_hits, &c.cache_hits);
         f(&mut self.cache_misses, &c.cache_misses);
         f(&mut self.cache_evictions, &c.cache_evictions);
@@ -161,13 +165,20 @@ pub(crate) struct Rates {
 /// (sum / count).
 ///
 /// # Errors
+/// One failure is one event, counted once:
+/// [`record_failure`](Self::record_failure)`(kind, slots)` adds 1 to
+/// `errors_by_kind[kind]` (so `errors == sum(errors_by_kind)` always) and 1
+/// to each listed slot's `errors_by_kind[kind]` — a forward pass that fails
+/// while serving seven slots is one error, attributed to seven slots.
 /// [`record_error`](Self::record_error), which carries no cause, counts as
-/// [`ErrorKind::Internal`], so `errors == sum(errors_by_kind)` always.
-/// [`record_model_failure`](Self::record_model_failure)`(m, k)` is the same as
-/// [`record_error_kind`](Self::record_error_kind)`(k, Some(m))`: a model's
-/// failure is also a pipeline error, so per model
-/// `failures == sum(errors_by_kind)`, `timeouts == errors_by_kind[Timeout]`,
-/// and the failures of all models are at most `errors`.
+/// [`ErrorKind::Internal`]. Per model `failures == sum(errors_by_kind)` and
+/// `timeouts == errors_by_kind[Timeout]`.
+///
+/// Only failures of the service itself
+/// ([`ErrorKind::is_service_failure`]: inference, timeout, internal) feed
+/// the 60-second error rate that health rules judge; client errors
+/// (validation, tokenization, overload, cancelled) are counted by kind but
+/// never move it.
 ///
 /// # Counter wrap
 /// Counters and histogram sums wrap at 2^64 like Prometheus counters
@@ -431,6 +442,39 @@ impl PipelineMetrics {
 
     // ----- beyond the spec -----------------------------------------------
 
+    /// [`record_embedding`](Self::record_embedding) with a [`Duration`].
+    #[inline]
+    pub fn record_embedding_duration(&self, latency: Duration) {
+        self.record_embedding(duration_micros(latency));
+    }
+
+    /// [`record_model_latency`](Self::record_model_latency) with a [`Duration`].
+    #[inline]
+    pub fn record_model_latency_duration(&self, model_id: ModelId, latency: Duration) {
+        self.record_model_latency(model_id, duration_micros(latency));
+    }
+
+    /// [`record_batch`](Self::record_batch) with a [`Duration`].
+    #[inline]
+    pub fn record_batch_duration(&self, batch_size: usize, latency: Duration) {
+        self.record_batch(batch_size, duration_micros(latency));
+    }
+
+    /// [`record_stage`](Self::record_stage) with a [`Duration`].
+    #[inline]
+    pub fn record_stage_duration(&self, stage: Stage, latency: Duration) {
+        self.record_stage(stage, duration_micros(latency));
+    }
+
+    /// Counts `n` inputs answered successfully (cache hits included): the
+    /// `inputs_served` figure. An input is served once, whatever number of
+    /// slots it returned.
+    #[inline]
+    pub fn record_served(&self, n: u64) {
+        let (shard, stripe) = self.stripe();
+        shard.add(&stripe.counters.inputs_served, n);
+    }
+
     /// Records `latency_us` µs spent in `stage`.
     #[inline]
     pub fn record_stage(&self, stage: Stage, latency_us: u64) {
@@ -439,25 +483,37 @@ impl PipelineMetrics {
         }
     }
 
-    /// Counts an error of `kind`, attributed to `model` when known (then it
-    /// is also a failure of that model; a [`ErrorKind::Timeout`] is also a
-    /// timeout of it). Feeds the 60-second error rate.
+    /// Counts one error of `kind`, attributed to `model` when known; the
+    /// same as [`record_failure`](Self::record_failure)`(kind, &[model])`.
     #[inline]
     pub fn record_error_kind(&self, kind: ErrorKind, model: Option<ModelId>) {
+        self.record_failure(kind, model.as_slice());
+    }
+
+    /// Counts **one** failure of `kind` (once in `errors_by_kind`, whatever
+    /// the number of slots), attributed to each slot in `slots` (once per
+    /// slot in that slot's figures). A service failure
+    /// ([`ErrorKind::is_service_failure`]) also feeds the 60-second error
+    /// rate; a client error does not.
+    #[inline]
+    pub fn record_failure(&self, kind: ErrorKind, slots: &[ModelId]) {
         let (shard, stripe) = self.stripe();
         if let Some(cell) = stripe.counters.errors.get(kind.index()) {
             shard.add(cell, 1);
         }
-        if let Some(model) = model
-            && let Some(cell) = stripe
+        for model in slots {
+            if let Some(cell) = stripe
                 .counters
                 .model_errors
                 .get(model.index())
                 .and_then(|m| m.get(kind.index()))
-        {
-            shard.add(cell, 1);
+            {
+                shard.add(cell, 1);
+            }
         }
-        stripe.error_window.record(self.now_second());
+        if kind.is_service_failure() {
+            stripe.error_window.record(self.now_second());
+        }
     }
 
     /// Counts a request routed to `model`.
@@ -563,8 +619,8 @@ impl PipelineMetrics {
         self.set_memory_gauge(MemoryGauge::CacheEntries, Some(entries));
     }
 
-    /// Errors per minute over the last 60 s (see [`snapshot`](Self::snapshot)
-    /// for the exact window rule).
+    /// Service failures in the last 60 s (see [`snapshot`](Self::snapshot)
+    /// for the exact window rule; client errors are not included).
     #[must_use]
     pub fn error_rate_per_minute(&self) -> f64 {
         self.rates().errors_per_minute
@@ -621,11 +677,12 @@ impl PipelineMetrics {
     /// Windowed and lifetime rates at one clock reading.
     ///
     /// Windows are one-second slots: "the last W seconds" is the current
-    /// (partial) second and the W − 1 before it. A rate divides the events in
-    /// the window by the time observed, `clamp(uptime, 1 s, W)`, so a young
-    /// recorder is not under-reported (and never divides by zero).
-    /// Errors per minute = that per-second rate × 60; once uptime ≥ 60 s it
-    /// is exactly the number of errors in the last 60 s.
+    /// (partial) second and the W − 1 before it. A throughput divides the
+    /// events in the window by the time observed, `clamp(uptime, 1 s, W)`,
+    /// so a young recorder is not under-reported (and never divides by
+    /// zero). Errors per minute is the *count* of service failures in the
+    /// last 60 s, never extrapolated: one failure at 1 s of uptime reads 1,
+    /// not 60.
     pub(crate) fn rates(&self) -> Rates {
         let now = self.clock.now_nanos();
         let uptime = self.uptime_nanos(now);
@@ -650,7 +707,7 @@ impl PipelineMetrics {
             },
             throughput_10s: emb10 as f64 / observed(10.0),
             throughput_60s: emb60 as f64 / observed(60.0),
-            errors_per_minute: err60 as f64 / observed(60.0) * 60.0,
+            errors_per_minute: err60 as f64,
         }
     }
 
@@ -723,6 +780,7 @@ impl PipelineMetrics {
             errors: t.errors.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
             model_latencies: models
                 .iter()
+                .filter(|(_, s)| s.latency.count > 0)
                 .map(|(m, s)| (*m, s.avg_latency_us))
                 .collect::<HashMap<_, _>>(),
             batches_processed: t.batches,
@@ -745,8 +803,17 @@ impl PipelineMetrics {
             throughput_10s: rates.throughput_10s,
             throughput_60s: rates.throughput_60s,
             gauges: self.gauges.snapshot(),
+            inputs_served: t.inputs_served,
         }
     }
+}
+
+/// Microseconds in `d`, saturating at `u64::MAX` (584 000 years): the one
+/// place a [`Duration`] becomes the recorder's integer µs.
+#[inline]
+#[must_use]
+pub fn duration_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn hit_rate(hits: u64, misses: u64) -> f64 {

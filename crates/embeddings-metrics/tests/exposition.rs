@@ -38,14 +38,15 @@ fn golden_prometheus_counter_and_histogram_families() {
     let m = tiny();
     assert_eq!(
         family(&m.render_prometheus(), "t_errors_total"),
-        "# HELP t_errors_total Errors by kind; an error without a known cause counts as internal.\n\
+        "# HELP t_errors_total Failures by kind, each counted once per failed unit (request, input or computation); client kinds (validation, tokenization, overload, cancelled) do not feed errors_per_minute.\n\
          # TYPE t_errors_total counter\n\
          t_errors_total{kind=\"validation\"} 0\n\
          t_errors_total{kind=\"tokenization\"} 0\n\
          t_errors_total{kind=\"inference\"} 0\n\
          t_errors_total{kind=\"timeout\"} 0\n\
          t_errors_total{kind=\"overload\"} 0\n\
-         t_errors_total{kind=\"internal\"} 0\n"
+         t_errors_total{kind=\"internal\"} 0\n\
+         t_errors_total{kind=\"cancelled\"} 0\n"
     );
     for v in [0, 100, 101, 1_000, 2_500_000] {
         m.record_batch(8, v);
@@ -103,7 +104,7 @@ fn golden_openmetrics_counter_and_histogram_families() {
          # UNIT t_gpu_memory_used_bytes bytes\n",
         "an unset memory figure has no sample"
     );
-    assert!(text.contains("# HELP t_model_errors Failures of each model slot by kind (timeouts have kind=\\\"timeout\\\"); also counted in errors.\n"));
+    assert!(text.contains("# HELP t_model_errors Failures attributed to each model slot by kind; one failure serving several slots counts once in errors and once here per slot.\n"));
     assert_eq!(Format::OpenMetrics.content_type(), OPENMETRICS_CONTENT_TYPE);
     assert_eq!(Format::Prometheus.content_type(), PROMETHEUS_CONTENT_TYPE);
 }
@@ -147,8 +148,9 @@ fn every_series_exists_from_the_start_at_zero() {
         assert!(text.contains(&format!(
             "embeddings_model_latency_seconds_count{{model=\"{model}\"}} 0\n"
         )));
-        assert!(text.contains(&format!(
-            "embeddings_model_latency_ema_seconds{{model=\"{model}\"}} 0\n"
+        // An average of no sample is unknown: no series at all.
+        assert!(!text.contains(&format!(
+            "embeddings_model_latency_ema_seconds{{model=\"{model}\"}}"
         )));
         for kind in ErrorKind::ALL {
             assert!(text.contains(&format!(
@@ -163,6 +165,7 @@ fn every_series_exists_from_the_start_at_zero() {
     }
     for name in [
         "generated",
+        "inputs_served",
         "cache_hits",
         "cache_misses",
         "cache_evictions",
@@ -184,6 +187,10 @@ fn every_series_exists_from_the_start_at_zero() {
     ] {
         assert!(text.contains(&format!("\nembeddings_{name} 0\n")), "{name}");
     }
+    assert!(
+        !text.contains("\nembeddings_latency_ema_seconds "),
+        "no average of no sample"
+    );
     // Every sample line is zero (memory gauges have none yet).
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         assert!(line.ends_with(" 0"), "{line}");

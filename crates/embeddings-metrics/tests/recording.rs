@@ -177,13 +177,77 @@ fn errors_window_counts_only_the_last_60_seconds() {
 }
 
 #[test]
-fn young_recorder_rates_use_observed_time() {
+fn young_recorder_error_rate_is_a_count_not_an_extrapolation() {
     let (m, hand) = manual();
     assert_eq!(m.error_rate_per_minute(), 0.0);
-    hand.advance(Duration::from_secs(5));
+    hand.advance(Duration::from_secs(1));
     m.record_error();
-    // 1 error in 5 s observed = 12 per minute.
-    assert_eq!(m.error_rate_per_minute(), 12.0);
+    // One failure at 1 s of uptime is 1 in the last minute, not 60.
+    assert_eq!(m.error_rate_per_minute(), 1.0);
+}
+
+#[test]
+fn client_errors_are_counted_but_do_not_feed_the_error_rate() {
+    let (m, hand) = manual();
+    hand.advance(Duration::from_secs(90));
+    for kind in [
+        ErrorKind::Validation,
+        ErrorKind::Tokenization,
+        ErrorKind::Overload,
+        ErrorKind::Cancelled,
+    ] {
+        for _ in 0..20 {
+            m.record_failure(kind, &[]);
+        }
+    }
+    let s = m.snapshot();
+    assert_eq!(s.errors, 80);
+    assert_eq!(s.error_rate_per_minute, 0.0);
+    for kind in ErrorKind::SERVICE_FAILURES {
+        m.record_failure(kind, &[]);
+    }
+    assert_eq!(m.error_rate_per_minute(), 3.0);
+}
+
+#[test]
+fn one_failure_serving_several_slots_counts_once() {
+    let (m, _hand) = manual();
+    let slots = [ModelId::Semantic, ModelId::Code, ModelId::Causal];
+    m.record_failure(ErrorKind::Inference, &slots);
+    let s = m.snapshot();
+    assert_eq!(s.errors, 1);
+    assert_eq!(s.errors_by_kind[&ErrorKind::Inference], 1);
+    assert_eq!(s.error_rate_per_minute, 1.0);
+    for model in ModelId::ALL {
+        let expected = u64::from(slots.contains(&model));
+        assert_eq!(s.models[&model].failures, expected, "{model}");
+        assert_eq!(
+            s.models[&model].errors_by_kind[&ErrorKind::Inference],
+            expected
+        );
+    }
+}
+
+#[test]
+fn duration_forms_record_the_same_microseconds() {
+    let (m, _hand) = manual();
+    m.record_embedding_duration(Duration::from_micros(1_500));
+    m.record_model_latency_duration(ModelId::Hdc, Duration::from_nanos(2_000_999));
+    m.record_stage_duration(Stage::Fusion, Duration::from_micros(7));
+    m.record_batch_duration(3, Duration::from_secs(1));
+    let s = m.snapshot();
+    assert_eq!((s.latency.count, s.latency.sum), (1, 1_500));
+    assert_eq!(s.models[&ModelId::Hdc].latency.sum, 2_000);
+    assert_eq!(s.stages[&Stage::Fusion].sum, 7);
+    assert_eq!(
+        (s.batch_latency.sum, s.batch_items_processed),
+        (1_000_000, 3)
+    );
+    assert_eq!(
+        embeddings_metrics::duration_micros(Duration::MAX),
+        u64::MAX,
+        "saturates"
+    );
 }
 
 #[test]
@@ -381,12 +445,13 @@ fn snapshot_json_round_trip() {
     let json = serde_json::to_string(&s).unwrap();
     let back: MetricsSnapshot = serde_json::from_str(&json).unwrap();
     assert_eq!(back, s);
-    assert_eq!(back.model_latencies.len(), ModelId::COUNT);
+    // Only the models with a sample have an average: unknown is not 0.
+    assert_eq!(back.model_latencies.len(), 1);
     assert_eq!(back.models.len(), ModelId::COUNT);
     assert_eq!(back.stages.len(), Stage::COUNT);
     assert_eq!(back.errors_by_kind.len(), ErrorKind::COUNT);
     assert_eq!(back.model_latencies[&ModelId::LateInteraction], 99);
-    assert_eq!(back.model_latencies[&ModelId::Semantic], 0);
+    assert!(!back.model_latencies.contains_key(&ModelId::Semantic));
 }
 
 #[test]

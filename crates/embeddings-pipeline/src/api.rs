@@ -7,17 +7,19 @@ use chrono::{DateTime, Utc};
 use embeddings_health::{
     ComponentChecks, GpuObservation, HealthReport, Observation, RegistryState,
 };
-use embeddings_metrics::PipelineMetrics;
+use embeddings_metrics::{MemoryGauge, PipelineMetrics};
 use serde::Serialize;
 
 use crate::batch_processor::{BatchProcessor, Job};
+use crate::builder::PipelineBuilder;
 use crate::config::PipelineConfig;
+use crate::engine::Engine;
 use crate::error::PipelineError;
 use crate::input::EmbedInput;
-use crate::options::{EmbedOptions, EmbedResponse, Timings};
+use crate::options::{EmbedOptions, EmbedResponse};
 use crate::output::MultiEmbedding;
-use crate::pipeline::{Engine, PipelineBuilder, micros};
 use crate::registry::{Backend, ModelRegistry, SlotState};
+use crate::request::{self, Caller, Mode, Request};
 use crate::ticket::EmbedTicket;
 use embeddings_types::ModelId;
 
@@ -40,7 +42,7 @@ use embeddings_types::ModelId;
 ///
 /// See the crate documentation for an example.
 pub struct EmbeddingPipeline {
-    engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     batcher: BatchProcessor,
 }
 
@@ -166,28 +168,24 @@ impl EmbeddingPipeline {
     /// to [`PipelineBuilder::metrics`]). Nothing is written when built with
     /// `record_metrics(false)`.
     ///
-    /// What is recorded:
-    /// - stages: `queue_wait` (per queued request), `tokenization` (per
-    ///   tokenizer call), `inference` (per chunk: forward passes, heads and
-    ///   built-in slots), `fusion` (per chunk);
-    /// - per slot: one *request* per item the slot computed (cache hits are
-    ///   not slot requests), and one *latency* sample per chunk. A
-    ///   transformer slot's latency is its checkpoint's forward pass over the
-    ///   chunk **plus** its own head (pooling for dense and causal slots, the
-    ///   per-token head for `late_interaction`): slots sharing a trunk each
-    ///   report the shared trunk time, so per-slot latencies do not add up to
-    ///   wall time. A built-in slot's latency is its own computation;
-    /// - failures: a failed forward pass counts one `inference` failure for
-    ///   each slot it serves; a rejected request or input counts one error
-    ///   of its kind (`validation`, `tokenization`, `overload`);
-    /// - per item: `record_embedding` with the end-to-end latency (from
-    ///   submission, so queue wait included; for the blocking calls, from
-    ///   the call);
-    /// - per batch (the items that ran inference together: one worker batch,
-    ///   or the misses of one blocking call): `record_batch`;
-    /// - gauges: queue depth (queued requests), in flight (requests being
-    ///   computed), workers alive, cache bytes and entries; evictions and
-    ///   cache hits/misses (one lookup per valid item when the cache is on).
+    /// What each figure counts, exactly once per what, and what it shows
+    /// when unknown is the metric catalogue (`docs/metrics.md` at the
+    /// repository root). In short:
+    /// - `embeddings_generated` counts inputs the models computed for a
+    ///   caller that still waited, with one latency sample each (submission
+    ///   to the end of the chunk that computed it); `inputs_served` counts
+    ///   inputs answered, cache hits included;
+    /// - a failure is counted once per failed unit (a refused request or
+    ///   input, one failed computation), by kind; a failed computation is
+    ///   also attributed to each slot it served; a caller that gave up is
+    ///   one `timeout` or `cancelled`, and its work is neither cached nor
+    ///   counted as served;
+    /// - per slot: one request per input it computed, one latency sample per
+    ///   chunk (a transformer slot's sample includes its shared trunk, so
+    ///   per-slot latencies do not add up to wall time);
+    /// - stages: `queue_wait` (per request taken from the queue),
+    ///   `tokenization` (per tokenizer call), `inference` and `fusion` (per
+    ///   chunk); they never overlap.
     #[must_use]
     pub fn metrics(&self) -> &Arc<PipelineMetrics> {
         &self.engine.metrics
@@ -208,7 +206,7 @@ impl EmbeddingPipeline {
     pub fn embed(&self, inputs: &[EmbedInput]) -> Result<Vec<MultiEmbedding>, PipelineError> {
         let r = self.engine.resolve_all();
         self.engine
-            .run_inline(inputs, &r, true)?
+            .run_inline(inputs.to_vec(), r, Mode::AllOrNothing)?
             .into_iter()
             .collect()
     }
@@ -224,7 +222,7 @@ impl EmbeddingPipeline {
         inputs: &[EmbedInput],
     ) -> Result<Vec<Result<MultiEmbedding, PipelineError>>, PipelineError> {
         let r = self.engine.resolve_all();
-        self.engine.run_inline(inputs, &r, false)
+        self.engine.run_inline(inputs.to_vec(), r, Mode::Each)
     }
 
     /// Embeds plain texts (no timestamp, position 0) on the calling thread.
@@ -263,58 +261,27 @@ impl EmbeddingPipeline {
     ) -> Result<EmbedTicket, PipelineError> {
         let submitted = Instant::now();
         let engine = &*self.engine;
-        let rec = engine.rec();
-        let refuse = |e: PipelineError| {
-            engine.record_failure(&e, rec);
-            e
-        };
         if !self.batcher.accepting() {
-            return Err(refuse(PipelineError::ShutDown));
+            return Err(engine.reject(PipelineError::ShutDown));
         }
-        let r = engine.resolve(&options).map_err(refuse)?;
-        let n = inputs.len();
-        let mut done: Vec<Option<MultiEmbedding>> = (0..n).map(|_| None).collect();
-        let mut items = Vec::new();
-        let mut texts = Vec::new();
-        let mut keys = Vec::new();
-        for (index, input) in inputs.into_iter().enumerate() {
-            let item = engine.prepare(index, &input);
-            if let Some(e) = item.error {
-                return Err(refuse(e));
-            }
-            let key = engine.cache_key(&item, &input.text, &r);
-            match engine.cache_get(key) {
-                Some(hit) => done[index] = Some(hit),
-                None => {
-                    items.push(item);
-                    texts.push(input.text);
-                    keys.push(key);
-                }
-            }
-        }
-        if items.is_empty() {
-            // Every item was a cache hit (or there were none).
-            let embeddings: Vec<MultiEmbedding> = done.into_iter().flatten().collect();
-            let total = submitted.elapsed();
-            if let Some(m) = rec {
-                for _ in &embeddings {
-                    m.record_embedding(micros(total));
-                }
-            }
-            if !embeddings.is_empty() {
-                engine.state.embedded_now();
-            }
-            return Ok(EmbedTicket::ready(Ok(EmbedResponse {
-                embeddings,
-                timings: Timings {
-                    total,
-                    ..Timings::default()
-                },
-            })));
+        let r = engine.resolve(&options).map_err(|e| engine.reject(e))?;
+        let request = Request::prepare(
+            engine,
+            inputs,
+            r,
+            Mode::AllOrNothing,
+            submitted,
+            options.deadline,
+        )?;
+        if request.pending() == 0 {
+            // Every input was a cache hit (or there were none).
+            let answer = request::response(request.finish(engine, Ok(()), Caller::Waiting));
+            return Ok(EmbedTicket::ready(answer));
         }
         let (reply, ticket) = EmbedTicket::channel();
-        let job = Job::new(items, texts, keys, done, r, submitted, reply);
-        self.batcher.enqueue(job).map_err(refuse)?;
+        self.batcher
+            .enqueue(Job::new(request, reply))
+            .map_err(|e| engine.reject(e))?;
         Ok(ticket)
     }
 
@@ -432,6 +399,37 @@ impl EmbeddingPipeline {
         }
     }
 
+    /// Reads the device's memory and the cache's size into the recorder's
+    /// gauges now: GPU used and total on CUDA (both cleared when the device
+    /// cannot be read, so no stale figure survives), cache bytes and
+    /// entries. [`health`](Self::health) does it; a server calls it before
+    /// rendering `/metrics`.
+    pub fn refresh_gauges(&self) {
+        let _ = self.read_gauges();
+    }
+
+    fn read_gauges(&self) -> GpuObservation {
+        let e = &*self.engine;
+        let gpu = crate::device::gpu_observation(&e.device);
+        if let Some(m) = e.rec() {
+            match &gpu {
+                GpuObservation::Reading {
+                    used_bytes,
+                    total_bytes,
+                } => m.set_gpu_memory_bytes(*used_bytes, *total_bytes),
+                GpuObservation::Unreadable { .. } => {
+                    m.set_memory_gauge(MemoryGauge::GpuUsed, None);
+                    m.set_memory_gauge(MemoryGauge::GpuTotal, None);
+                }
+                GpuObservation::NotExpected => {}
+            }
+            if let Some(c) = &e.cache {
+                m.set_cache_size(c.bytes(), c.len() as u64);
+            }
+        }
+        gpu
+    }
+
     /// [`health_at`](Self::health_at) the current time.
     #[must_use]
     pub fn health(&self) -> HealthReport {
@@ -453,10 +451,14 @@ impl EmbeddingPipeline {
     ///   `cache_manager` (within its bound, or off);
     /// - warm-up, the workers' heartbeat, the last embedding time, and the
     ///   pipeline's uptime.
+    ///
+    /// The error-rate rule sees only failures of the service (inference,
+    /// timeout, internal): client errors never change the verdict. The
+    /// snapshot is taken here, so the `snapshot_fresh` rule holds by
+    /// construction; it guards callers that evaluate a stored snapshot.
     #[must_use]
     pub fn health_at(&self, now: DateTime<Utc>) -> HealthReport {
         let e = &*self.engine;
-        let rec = e.rec();
         let mut registry = RegistryState::new();
         for s in &e.registry.slots {
             match &s.state {
@@ -468,26 +470,8 @@ impl EmbeddingPipeline {
                 ),
             }
         }
-        let gpu = crate::device::gpu_observation(&e.device);
-        if let (
-            Some(m),
-            GpuObservation::Reading {
-                used_bytes,
-                total_bytes,
-            },
-        ) = (rec, &gpu)
-        {
-            m.set_gpu_memory_bytes(*used_bytes, *total_bytes);
-        }
-        let cache_ok = match &e.cache {
-            Some(c) => {
-                if let Some(m) = rec {
-                    m.set_cache_size(c.bytes(), c.len() as u64);
-                }
-                c.bytes() <= c.max_bytes()
-            }
-            None => true,
-        };
+        let gpu = self.read_gauges();
+        let cache_ok = e.cache.as_ref().is_none_or(|c| c.bytes() <= c.max_bytes());
         let snapshot = e.metrics.snapshot();
         let components = ComponentChecks {
             model_registry: !e.loaded.is_empty(),

@@ -1,9 +1,11 @@
 //! batch_processor: the bounded submission queue, dynamic batching and the
 //! worker threads.
 //!
-//! - **Queue.** A `sync_channel` of `[batching] queue_capacity` *requests*;
-//!   `try_send` on a full queue is an immediate
-//!   [`PipelineError::Overloaded`], never a wait. A request of any size is
+//! - **Queue.** At most `[batching] queue_capacity` *requests* wait; a
+//!   submission beyond that is an immediate [`PipelineError::Overloaded`],
+//!   never a wait. Admission is one atomic counter, which is also what the
+//!   `queue_depth` gauge shows: it is in the unit of the limit and never
+//!   above it. A request of any size is
 //!   one entry (a 10 000-item request is one job, run in chunks of the
 //!   top-level `max_batch_size`); cap request sizes at the edge (the server's
 //!   body limit) if that matters.
@@ -11,8 +13,12 @@
 //!   keeps taking requests while the batch stays within `max_batch_size`
 //!   items and `max_batch_tokens` tokens, waiting at most `max_wait_ms`
 //!   after the first. A request that would overflow the batch is kept for the
-//!   next one (never split, never dropped). Requests whose ticket was dropped
-//!   are skipped.
+//!   next one (never split, never dropped).
+//! - **Work nobody waits for.** A request taken from the queue past its
+//!   deadline, or whose ticket was dropped, is not run: it is answered
+//!   [`PipelineError::DeadlineExceeded`] or counted `cancelled`. A request
+//!   whose caller left while it ran is neither cached nor counted as
+//!   served (see `request.rs`).
 //! - **Isolation.** A request with a bad input fails alone, with the first
 //!   bad input's index; the requests batched with it are unaffected. A failed
 //!   forward pass fails the requests of that batch.
@@ -24,9 +30,8 @@
 //! - **Shutdown.** Closing the queue lets the workers finish everything
 //!   queued, then they exit and are joined.
 
-use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::mpsc::{
     Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
 };
@@ -37,71 +42,55 @@ use std::time::{Duration, Instant};
 use embeddings_metrics::PipelineMetrics;
 use embeddings_types::{ErrorKind, Stage};
 
-use crate::cache_manager::Key;
+use crate::engine::Engine;
 use crate::error::PipelineError;
-use crate::options::{EmbedResponse, Resolved, SlotMask, Timings};
-use crate::output::MultiEmbedding;
-use crate::pipeline::{Engine, Item, micros};
+use crate::request::{self, Caller, Request};
 use crate::ticket::Reply;
 
 /// How long an idle worker waits on the queue before ticking the heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// One submitted request: the items that missed the cache, and the hits.
+/// One queued request and where its answer goes.
 pub(crate) struct Job {
-    /// Cache misses, in input order.
-    pub(crate) items: Vec<Item>,
-    /// `texts[i]` is the text of `items[i]`.
-    pub(crate) texts: Vec<String>,
-    /// `keys[i]` is the cache key of `items[i]`.
-    pub(crate) keys: Vec<Option<Key>>,
-    /// One per input: the cache hits, filled in; the misses, `None`.
-    pub(crate) done: Vec<Option<MultiEmbedding>>,
-    pub(crate) resolved: Resolved,
-    pub(crate) submitted: Instant,
+    pub(crate) request: Request,
     pub(crate) reply: Reply,
-    /// Set once tokenized: the transformer tokens of its valid items.
-    tokens: Option<usize>,
-    tokenize_time: Duration,
+    /// When it entered the queue.
+    enqueued: Instant,
 }
 
 impl Job {
-    pub(crate) fn new(
-        items: Vec<Item>,
-        texts: Vec<String>,
-        keys: Vec<Option<Key>>,
-        done: Vec<Option<MultiEmbedding>>,
-        resolved: Resolved,
-        submitted: Instant,
-        reply: Reply,
-    ) -> Self {
+    pub(crate) fn new(request: Request, reply: Reply) -> Self {
         Self {
-            items,
-            texts,
-            keys,
-            done,
-            resolved,
-            submitted,
+            request,
             reply,
-            tokens: None,
-            tokenize_time: Duration::ZERO,
+            enqueued: Instant::now(),
         }
     }
 
-    fn tokenize(&mut self, engine: &Engine) {
-        if self.tokens.is_some() {
-            return;
-        }
-        let start = Instant::now();
-        let texts: Vec<&str> = self.texts.iter().map(String::as_str).collect();
-        let tokens = engine.tokenize(&mut self.items, &texts, self.resolved.run, engine.rec());
-        self.tokens = Some(tokens);
-        self.tokenize_time = start.elapsed();
+    /// Answers a job that will not run (its caller is gone or its input
+    /// was rejected); the answer is counted in `finish`.
+    fn drop_unrun(self, engine: &Engine, caller: Caller) {
+        let Self { request, reply, .. } = self;
+        reply.send(request::response(request.finish(engine, Ok(()), caller)));
     }
+}
 
-    /// The first bad input (all-or-nothing per request).
-    fn first_error(&self) -> Option<PipelineError> {
-        self.items.iter().find_map(|it| it.error.clone())
+/// Whether the caller of a request with `deadline` answered through `reply`
+/// still waits. Past the deadline is a timeout (whoever dropped the ticket
+/// then, it was the deadline); before it, a dropped ticket is a
+/// cancellation. `commit` makes the answer final: only when about to answer.
+fn caller(deadline: Option<Instant>, reply: &Reply, commit: bool) -> Caller {
+    let gone = if commit {
+        !reply.commit()
+    } else {
+        reply.is_abandoned()
+    };
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        Caller::TimedOut
+    } else if gone {
+        Caller::Cancelled
+    } else {
+        Caller::Waiting
     }
 }
 
@@ -122,7 +111,38 @@ struct Gather {
 struct Shared {
     gather: Mutex<Gather>,
     alive: AtomicUsize,
+    /// Requests admitted and not yet taken by a worker: the admission
+    /// counter (never above `capacity`) and the `queue_depth` gauge's value.
+    queued: AtomicUsize,
+    capacity: usize,
     limits: Limits,
+}
+
+impl Shared {
+    /// Takes one request out of the admission count.
+    fn dequeued(&self, engine: &Engine) {
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        self.publish_depth(engine);
+    }
+
+    /// Writes the admission count to the gauge. Two threads may write in
+    /// either order, so each re-reads the count after writing and writes
+    /// again if it moved: the last writer leaves the true value, and every
+    /// value written was true at some moment (so the max is exact and never
+    /// above capacity).
+    fn publish_depth(&self, engine: &Engine) {
+        let Some(m) = engine.rec() else {
+            return;
+        };
+        loop {
+            let depth = self.queued.load(Ordering::SeqCst);
+            m.set_queue_depth(depth as u64);
+            fence(Ordering::SeqCst);
+            if self.queued.load(Ordering::SeqCst) == depth {
+                break;
+            }
+        }
+    }
 }
 
 /// The queue and its workers.
@@ -132,14 +152,13 @@ pub(crate) struct BatchProcessor {
     engine: Arc<Engine>,
     handles: Mutex<Vec<JoinHandle<()>>>,
     started: AtomicBool,
-    capacity: usize,
     workers: usize,
 }
 
 impl std::fmt::Debug for BatchProcessor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchProcessor")
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.shared.capacity)
             .field("workers", &self.workers)
             .field("alive", &self.alive())
             .finish_non_exhaustive()
@@ -161,16 +180,16 @@ impl BatchProcessor {
             shared: Arc::new(Shared {
                 gather: Mutex::new(Gather { rx, carry: None }),
                 alive: AtomicUsize::new(0),
+                queued: AtomicUsize::new(0),
+                capacity: b.queue_capacity,
                 limits,
             }),
             engine,
             handles: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
-            capacity: b.queue_capacity,
             workers: b.workers,
         }
     }
-
     /// Starts the workers (once).
     pub(crate) fn start(&self) {
         if self.started.swap(true, Ordering::SeqCst) {
@@ -202,26 +221,36 @@ impl BatchProcessor {
         }
     }
 
-    /// Queues `job`, or refuses it at once.
+    /// Queues `job`, or refuses it at once (the caller counts the refusal).
     pub(crate) fn enqueue(&self, job: Job) -> Result<(), PipelineError> {
         let guard = self.sender.read().unwrap_or_else(PoisonError::into_inner);
         let Some(tx) = guard.as_ref() else {
             return Err(PipelineError::ShutDown);
         };
-        let rec = self.engine.rec();
-        if let Some(m) = rec {
-            m.queue_depth_inc();
+        let shared = &*self.shared;
+        let overloaded = PipelineError::Overloaded {
+            capacity: shared.capacity,
+        };
+        if shared
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
+                (q < shared.capacity).then_some(q + 1)
+            })
+            .is_err()
+        {
+            return Err(overloaded);
         }
         let refused = match tx.try_send(job) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(_)) => PipelineError::Overloaded {
-                capacity: self.capacity,
-            },
+            Ok(()) => {
+                shared.publish_depth(&self.engine);
+                return Ok(());
+            }
+            // The channel holds at most the admitted requests, so it is
+            // never full here; kept as a refusal rather than a panic.
+            Err(TrySendError::Full(_)) => overloaded,
             Err(TrySendError::Disconnected(_)) => PipelineError::ShutDown,
         };
-        if let Some(m) = rec {
-            m.queue_depth_dec();
-        }
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
         Err(refused)
     }
 
@@ -308,15 +337,21 @@ fn worker(engine: &Engine, shared: &Shared) {
                 // The batch's replies were dropped while unwinding: their
                 // tickets answer `WorkerLost`.
                 if let Some(m) = engine.rec() {
-                    m.record_error_kind(ErrorKind::Internal, None);
+                    m.record_failure(ErrorKind::Internal, &[]);
                 }
             }
         }
     }
 }
 
-/// Takes the next job from the carry slot or the queue, skipping abandoned ones.
-fn take(engine: &Engine, g: &mut Gather, wait: Option<Duration>) -> Result<Job, Gathered> {
+/// Takes the next job from the carry slot or the queue. A job whose caller
+/// is gone is answered and counted here, not run.
+fn take(
+    engine: &Engine,
+    shared: &Shared,
+    g: &mut Gather,
+    wait: Option<Duration>,
+) -> Result<Job, Gathered> {
     loop {
         let job = match g.carry.take() {
             Some(j) => j,
@@ -331,14 +366,20 @@ fn take(engine: &Engine, g: &mut Gather, wait: Option<Duration>) -> Result<Job, 
                         RecvTimeoutError::Disconnected => Gathered::Closed,
                     }),
                 }?;
+                shared.dequeued(engine);
                 if let Some(m) = engine.rec() {
-                    m.queue_depth_dec();
+                    m.record_stage_duration(Stage::QueueWait, received.enqueued.elapsed());
                 }
                 received
             }
         };
-        if !job.reply.is_abandoned() {
-            return Ok(job);
+        match caller(job.request.deadline, &job.reply, false) {
+            Caller::Waiting => {
+                let mut job = job;
+                job.request.timings.queue_wait = job.enqueued.elapsed();
+                return Ok(job);
+            }
+            gone => job.drop_unrun(engine, gone),
         }
     }
 }
@@ -346,24 +387,23 @@ fn take(engine: &Engine, g: &mut Gather, wait: Option<Duration>) -> Result<Job, 
 fn gather(engine: &Engine, shared: &Shared) -> Gathered {
     let mut g = shared.gather.lock().unwrap_or_else(PoisonError::into_inner);
     let limits = shared.limits;
-    let mut first = match take(engine, &mut g, Some(HEARTBEAT)) {
+    let mut first = match take(engine, shared, &mut g, Some(HEARTBEAT)) {
         Ok(job) => job,
         Err(state) => return state,
     };
-    first.tokenize(engine);
-    let mut items = first.items.len();
-    let mut tokens = first.tokens.unwrap_or(0);
+    let mut tokens = first.request.tokenize(engine);
+    let mut items = first.request.pending();
     let mut batch = vec![first];
     let deadline = Instant::now() + limits.wait;
     while items < limits.items && tokens < limits.tokens {
-        let next = match take(engine, &mut g, None) {
+        let next = match take(engine, shared, &mut g, None) {
             Ok(job) => job,
             Err(Gathered::Idle) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;
                 }
-                match take(engine, &mut g, Some(left)) {
+                match take(engine, shared, &mut g, Some(left)) {
                     Ok(job) => job,
                     Err(_) => break,
                 }
@@ -371,8 +411,8 @@ fn gather(engine: &Engine, shared: &Shared) -> Gathered {
             Err(_) => break,
         };
         let mut next = next;
-        next.tokenize(engine);
-        let (n, t) = (next.items.len(), next.tokens.unwrap_or(0));
+        let t = next.request.tokenize(engine);
+        let n = next.request.pending();
         if items + n > limits.items || tokens + t > limits.tokens {
             g.carry = Some(next);
             break;
@@ -385,111 +425,36 @@ fn gather(engine: &Engine, shared: &Shared) -> Gathered {
 }
 
 fn run_batch(engine: &Engine, jobs: Vec<Job>) {
-    let start = Instant::now();
     let rec = engine.rec();
-    let mut runnable = Vec::with_capacity(jobs.len());
+    let mut requests = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
     for job in jobs {
-        if let Some(m) = rec {
-            m.record_stage(Stage::QueueWait, micros(start - job.submitted));
+        // All-or-nothing: a rejected input fails its request alone.
+        if let Some(e) = job.request.rejected() {
+            job.reply.send(Err(engine.reject(e)));
+            continue;
         }
-        match job.first_error() {
-            Some(e) => {
-                engine.record_failure(&e, rec);
-                job.reply.send(Err(e));
-            }
-            None => runnable.push(job),
-        }
+        let Job { request, reply, .. } = job;
+        requests.push(request);
+        replies.push(reply);
     }
-    if runnable.is_empty() {
+    if requests.is_empty() {
         return;
     }
-    // One guard per job: dropped before that job's reply, and on unwinding
-    // if `compute` panics (the worker survives that), so the gauge never leaks.
-    let mut in_flight: Vec<_> = runnable
+    // One guard per request: dropped before its reply, and on unwinding if
+    // `compute` panics (the worker survives that), so the gauge never leaks.
+    let mut in_flight: Vec<_> = requests
         .iter()
         .map(|_| rec.map(PipelineMetrics::track_in_flight))
         .collect();
-    let mut run = SlotMask::empty();
-    let mut fuse = false;
-    let mut all: Vec<Item> = Vec::new();
-    let mut spans: Vec<Range<usize>> = Vec::with_capacity(runnable.len());
-    for job in &mut runnable {
-        run = run.union(job.resolved.run);
-        fuse |= job.resolved.fused;
-        let from = all.len();
-        all.append(&mut job.items);
-        spans.push(from..all.len());
-    }
-    let compute_start = Instant::now();
-    let result = engine.compute(&mut all, run, fuse, rec);
-    let compute_time = compute_start.elapsed();
-    if let Some(m) = rec {
-        m.record_batch(all.len(), micros(compute_time));
-    }
-    let mut items = all.into_iter();
-    for (mut job, span) in runnable.into_iter().zip(spans) {
-        let job_items: Vec<Item> = items.by_ref().take(span.len()).collect();
-        let queue_wait = start.saturating_duration_since(job.submitted);
-        let inference = job.tokenize_time + compute_time;
-        let mut fresh = Vec::new();
-        let answer = match &result {
-            Err(e) => Err(e.clone()),
-            Ok(()) => finish_job(job_items, &mut job, &mut fresh),
-        };
-        // Cache before replying: a caller that resubmits the same inputs as
-        // soon as its answer arrives must hit.
-        engine.cache_put(fresh);
-        let total = job.submitted.elapsed();
-        match &answer {
-            Ok(done) => {
-                engine.state.embedded_now();
-                if let Some(m) = rec {
-                    for _ in done {
-                        m.record_embedding(micros(total));
-                    }
-                }
-            }
-            Err(e) => {
-                if result.is_ok() {
-                    engine.record_failure(e, rec);
-                }
-            }
-        }
-        // Everything about this job is recorded before its reply goes out, so
-        // a caller that reads the metrics as soon as it has its answer sees
-        // them settled (no longer in flight, counted, cached, and the last
-        // embedding time updated).
+    let computed = Request::compute_together(engine, &mut requests);
+    for (request, reply) in requests.into_iter().zip(replies) {
+        let caller = caller(request.deadline, &reply, true);
+        // Everything about this request is recorded (and cached) before its
+        // reply goes out, so a caller that reads the metrics as soon as it
+        // has its answer sees them settled.
+        let answer = request::response(request.finish(engine, computed.clone(), caller));
         drop(in_flight.pop());
-        let Job { reply, .. } = job;
-        reply.send(answer.map(|embeddings| EmbedResponse {
-            embeddings,
-            timings: Timings {
-                queue_wait,
-                inference,
-                total,
-            },
-        }));
+        reply.send(answer);
     }
-}
-
-/// Fills a job's misses into its answer; collects new cache entries.
-fn finish_job(
-    items: Vec<Item>,
-    job: &mut Job,
-    fresh: &mut Vec<(Key, MultiEmbedding)>,
-) -> Result<Vec<MultiEmbedding>, PipelineError> {
-    let mut done = std::mem::take(&mut job.done);
-    for (item, key) in items.into_iter().zip(&job.keys) {
-        let index = item.index;
-        let out = Engine::finish(item, &job.resolved)?;
-        if let Some(k) = key {
-            fresh.push((*k, out.clone()));
-        }
-        if let Some(slot) = done.get_mut(index) {
-            *slot = Some(out);
-        }
-    }
-    done.into_iter()
-        .map(|d| d.ok_or(PipelineError::WorkerLost))
-        .collect()
 }

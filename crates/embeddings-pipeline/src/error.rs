@@ -214,6 +214,21 @@ pub enum PipelineError {
     /// The options asked for no output at all (no slot and no fused vector).
     #[error("nothing was requested: name at least one slot or set `fused`")]
     NothingRequested,
+    /// The request's deadline ([`EmbedOptions::deadline`](crate::EmbedOptions::deadline))
+    /// passed before its answer was ready; queued work was dropped, finished
+    /// work was discarded (not cached).
+    #[error(
+        "the request did not finish within its deadline ({after:?} after submission); retry with fewer or shorter inputs, or allow more time"
+    )]
+    DeadlineExceeded {
+        /// The time the request was given.
+        after: std::time::Duration,
+    },
+    /// The caller dropped its ticket before the answer was ready (for
+    /// example, an HTTP client disconnected). Nobody reads this error; it is
+    /// what the pipeline counts, as kind `cancelled`.
+    #[error("the caller cancelled the request before its answer was ready")]
+    Cancelled,
 }
 
 impl PipelineError {
@@ -226,6 +241,8 @@ impl PipelineError {
             Self::Inference { .. } | Self::Fusion(_) => ErrorKind::Inference,
             Self::Overloaded { .. } => ErrorKind::Overload,
             Self::SlotUnavailable { .. } | Self::NothingRequested => ErrorKind::Validation,
+            Self::DeadlineExceeded { .. } => ErrorKind::Timeout,
+            Self::Cancelled => ErrorKind::Cancelled,
             _ => ErrorKind::Internal,
         }
     }

@@ -127,7 +127,10 @@
 //! - [`EmbedOptions`] picks the returned slots and the fused vector; slots
 //!   not needed are not computed (no trunk pass when no transformer slot is
 //!   requested and `fused` is off). [`EmbedResponse::timings`] has queue
-//!   wait, inference and total time.
+//!   wait, tokenization, inference and total time (the parts never
+//!   overlap). [`EmbedOptions::deadline`] bounds a request: queued work past
+//!   it is dropped, late work is discarded, and either counts once as a
+//!   `timeout`; a dropped ticket counts as `cancelled`.
 //! - **batch_processor**: a worker takes the first queued request, then
 //!   gathers more until `max_batch_size` items, `max_batch_tokens` tokens or
 //!   `max_wait_ms`; a request is never split across batches (a 10 000-item
@@ -193,24 +196,29 @@
 mod api;
 mod batch_processor;
 mod bert;
+mod builder;
 mod builtin;
 mod cache_manager;
 mod config;
 mod device;
+mod engine;
 mod error;
 mod fusion;
 mod input;
+mod load;
 mod options;
 mod output;
-mod pipeline;
 mod registry;
+mod request;
 mod rng;
+mod run;
 mod source;
 mod ticket;
 mod tokenize;
 mod transformer;
 
 pub use api::{BatchingLimits, CacheStats, EmbeddingPipeline, PipelineLimits, SlotLimits};
+pub use builder::PipelineBuilder;
 pub use config::{
     BatchingConfig, CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MAX_FORWARD_TOKENS, DEFAULT_MODEL,
     DEFAULT_MODEL_DIR, DeviceKind, EmptyTextPolicy, FusionConfig, HdcConfig, InputConfig,
@@ -225,7 +233,6 @@ pub use error::{InputError, PipelineError};
 pub use input::EmbedInput;
 pub use options::{EmbedOptions, EmbedResponse, Timings};
 pub use output::{CausalPair, MultiEmbedding, SlotOutput, SparseVector, TokenVectors, cosine};
-pub use pipeline::PipelineBuilder;
 pub use registry::{
     Backend, FusionReport, HeadKind, ModelRegistry, ModelReport, SlotReport, SlotState,
 };

@@ -1,7 +1,7 @@
 //! What a caller asks of [`submit`](crate::EmbeddingPipeline::submit) and
 //! what it gets back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use embeddings_types::ModelId;
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,10 @@ use crate::output::MultiEmbedding;
 ///   [`PipelineError::SlotUnavailable`](crate::PipelineError::SlotUnavailable).
 /// - `fused` (default `true`): also return the fused vector, when fusion is
 ///   enabled in the configuration (when it is off, `fused()` is `None`).
+/// - `deadline` (default none; not serialized): when the caller stops
+///   waiting. A queued request past it is dropped, a computed one is
+///   answered [`PipelineError::DeadlineExceeded`](crate::PipelineError::DeadlineExceeded)
+///   and not cached; either is counted once as a `timeout`.
 ///
 /// The fused vector always fuses **every** loaded slot, whatever `slots`
 /// says, so a vector is comparable across requests; asking for it therefore
@@ -38,6 +42,9 @@ pub struct EmbedOptions {
     pub slots: Option<Vec<ModelId>>,
     /// Return the fused vector (when fusion is enabled).
     pub fused: bool,
+    /// When the caller stops waiting (see above).
+    #[serde(skip)]
+    pub deadline: Option<Instant>,
 }
 
 impl Default for EmbedOptions {
@@ -45,6 +52,7 @@ impl Default for EmbedOptions {
         Self {
             slots: None,
             fused: true,
+            deadline: None,
         }
     }
 }
@@ -56,7 +64,15 @@ impl EmbedOptions {
         Self {
             slots: Some(slots.into_iter().collect()),
             fused: false,
+            deadline: None,
         }
+    }
+
+    /// Sets `deadline`.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Sets `fused`.
@@ -68,12 +84,18 @@ impl EmbedOptions {
 }
 
 /// Where a request's time went. Suitable for `Server-Timing`-style headers.
+///
+/// The parts never overlap, so `queue_wait + tokenization + inference <=
+/// total`; the rest is validation and cache lookups, and the wait for the
+/// batch to fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Timings {
-    /// From submission until a worker took the request (zero when every
-    /// item was a cache hit).
+    /// From entering the queue until a worker took the request (zero when
+    /// every item was a cache hit, and for the blocking calls).
     pub queue_wait: Duration,
-    /// Tokenization, forward passes, heads and fusion of the batch the
+    /// Tokenizing this request's cache misses.
+    pub tokenization: Duration,
+    /// Forward passes, heads, built-in slots and fusion of the batch the
     /// request ran in (shared with the requests batched with it).
     pub inference: Duration,
     /// From submission until the answer was ready.

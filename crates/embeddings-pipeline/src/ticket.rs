@@ -26,6 +26,10 @@ struct State {
     closed: bool,
     /// The ticket is gone: nobody will read the answer.
     abandoned: bool,
+    /// The pipeline has decided this ticket's answer (and counted it as
+    /// such): a caller whose own timer fires now should take the answer
+    /// rather than report a timeout the pipeline did not count.
+    committed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +63,17 @@ impl Reply {
     /// `true` when the ticket was dropped: the work can be skipped.
     pub(crate) fn is_abandoned(&self) -> bool {
         self.shared.lock().abandoned
+    }
+
+    /// Commits to answering: `false` when the ticket is already gone, else
+    /// marks it committed (see [`EmbedTicket::is_committed`]) and `true`.
+    pub(crate) fn commit(&self) -> bool {
+        let mut state = self.shared.lock();
+        if state.abandoned {
+            return false;
+        }
+        state.committed = true;
+        true
     }
 }
 
@@ -132,6 +147,16 @@ impl EmbedTicket {
     #[must_use]
     pub fn is_ready(&self) -> bool {
         self.shared.lock().closed
+    }
+
+    /// `true` once the pipeline has decided the answer and counted it (it
+    /// arrives within microseconds). A caller with its own timer should,
+    /// when the timer fires on a committed ticket, await the answer instead
+    /// of reporting a timeout: otherwise it would report a timeout for a
+    /// request the pipeline counted as served.
+    #[must_use]
+    pub fn is_committed(&self) -> bool {
+        self.shared.lock().committed
     }
 }
 

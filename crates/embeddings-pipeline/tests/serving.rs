@@ -188,7 +188,10 @@ fn metrics_after_a_known_workload_are_exact() {
     p.embed(&inputs("inline", 2)).unwrap();
 
     let s = metrics.snapshot();
-    assert_eq!(s.embeddings_generated, 3 + 3 + 2);
+    // Generated: what the models computed (3 queued + 2 inline); served:
+    // every input answered, the 3 cache hits included.
+    assert_eq!(s.embeddings_generated, 3 + 2);
+    assert_eq!(s.inputs_served, 3 + 3 + 2);
     assert_eq!((s.cache_hits, s.cache_misses), (3, 5));
     assert_eq!((s.batches_processed, s.batch_items_processed), (2, 5));
     for id in [ModelId::Semantic, ModelId::TemporalRecent, ModelId::Hdc] {
@@ -208,7 +211,13 @@ fn metrics_after_a_known_workload_are_exact() {
     for stage in [Stage::Tokenization, Stage::Inference, Stage::Fusion] {
         assert_eq!(s.stages[&stage].count, 2, "{stage}");
     }
-    assert_eq!(s.latency.count, 8);
+    assert_eq!(s.latency.count, 5, "one latency per computed input");
+    // The stages of a request never overlap.
+    let t = first.timings;
+    assert!(
+        t.queue_wait + t.tokenization + t.inference <= t.total,
+        "{t:?}"
+    );
 
     // A rejected request counts one error of its kind.
     let bad = vec![

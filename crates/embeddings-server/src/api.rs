@@ -179,6 +179,8 @@ pub struct ItemJson<'a> {
 pub struct TimingsJson {
     /// Time waiting in the pipeline queue.
     pub queue: f64,
+    /// Time tokenizing this request's inputs.
+    pub tokenization: f64,
     /// Time in inference (all slots and fusion).
     pub inference: f64,
     /// Total time in the pipeline.

@@ -5,6 +5,7 @@
 //! `/metrics`, `/health` and `/livez` work. None of the observability
 //! endpoints touches the inference queue, so they stay fast under load.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -72,8 +73,8 @@ impl Limits {
 pub enum Loaded {
     /// Ready to serve.
     Ready(Arc<EmbeddingPipeline>),
-    /// Loading failed; the message says why and what to do.
-    Failed(String),
+    /// Loading failed; the error says why and what to do.
+    Failed(PipelineError),
 }
 
 /// Shared state of every handler.
@@ -87,12 +88,17 @@ pub struct AppState {
     pub pipeline: OnceLock<Loaded>,
     /// Request limits.
     pub limits: Limits,
-    /// Health thresholds.
-    pub policy: HealthPolicy,
+    /// Health thresholds while the pipeline loads: the `[health]` section
+    /// of the configuration once the loader has read it, the defaults until
+    /// then (and when there is no configuration file). Once loaded, the
+    /// pipeline evaluates its own (the same) policy.
+    pub policy: OnceLock<HealthPolicy>,
     /// When the server started.
     pub started: Instant,
-    /// Wall-clock start time.
-    pub started_at: DateTime<Utc>,
+    /// The server's own heartbeat (µs since the Unix epoch; `i64::MIN`:
+    /// none yet), ticked by the housekeeping task (`serve.rs`): while the
+    /// pipeline loads, liveness is judged by it.
+    pub heartbeat_us: AtomicI64,
 }
 
 impl AppState {
@@ -109,9 +115,9 @@ impl AppState {
             metrics,
             pipeline: OnceLock::new(),
             limits,
-            policy: HealthPolicy::default(),
+            policy: OnceLock::new(),
             started: Instant::now(),
-            started_at: Utc::now(),
+            heartbeat_us: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -137,19 +143,37 @@ impl AppState {
         if let Some(pipeline) = self.ready() {
             return pipeline.health();
         }
-        let now = Utc::now();
         let mut registry = RegistryState::new();
         if let Some(Loaded::Failed(reason)) = self.pipeline.get() {
             for model in ModelId::ALL {
-                registry.mark_failed(model, reason.clone());
+                registry.mark_failed(model, reason.to_string());
             }
         }
         let snapshot = self.metrics.snapshot();
+        let now = Utc::now();
         let gpu = GpuObservation::NotExpected;
+        let heartbeat = match self.heartbeat_us.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            us => DateTime::from_timestamp_micros(us),
+        };
         let observation = Observation::new(&registry, &snapshot, &gpu, ComponentChecks::default())
             .with_uptime(self.started.elapsed())
-            .with_last_progress(Some(now));
-        self.policy.evaluate(&observation, now)
+            .with_last_progress(heartbeat);
+        let default;
+        let policy = match self.policy.get() {
+            Some(p) => p,
+            None => {
+                default = HealthPolicy::default();
+                &default
+            }
+        };
+        policy.evaluate(&observation, now)
+    }
+
+    /// Ticks the server's heartbeat (see [`AppState::heartbeat_us`]).
+    pub fn tick(&self) {
+        self.heartbeat_us
+            .store(Utc::now().timestamp_micros(), Ordering::Relaxed);
     }
 }
 
@@ -346,20 +370,36 @@ async fn run_pipeline(
     let Some(pipeline) = state.ready() else {
         return Err(state.unavailable(id));
     };
-    let ticket = pipeline
+    // The pipeline gets the same deadline, so it drops queued work nobody
+    // waits for and counts the timeout itself, once.
+    let options = EmbedOptions {
+        deadline: Some(deadline.into_std()),
+        ..options
+    };
+    let mut ticket = pipeline
         .submit(inputs, options)
         .map_err(|e| pipeline_error(id, &e))?;
-    match tokio::time::timeout_at(deadline, ticket).await {
-        Err(_) => Err(ApiError::new(
-            ErrorKind::Timeout,
-            id,
-            format!(
-                "the embedding did not finish within {} s; retry with fewer inputs",
-                state.limits.request_timeout_secs
-            ),
-        )),
-        Ok(result) => result.map_err(|e| pipeline_error(id, &e)),
-    }
+    let result = tokio::select! {
+        result = &mut ticket => result,
+        () = tokio::time::sleep_until(deadline) => {
+            if ticket.is_committed() {
+                // The pipeline has already decided (and counted) the answer:
+                // take it rather than report a timeout it did not count.
+                ticket.await
+            } else {
+                // Dropping the ticket: the pipeline counts this `timeout`.
+                return Err(ApiError::new(
+                    ErrorKind::Timeout,
+                    id,
+                    format!(
+                        "the embedding did not finish within {} s; retry with fewer inputs",
+                        state.limits.request_timeout_secs
+                    ),
+                ));
+            }
+        }
+    };
+    result.map_err(|e| pipeline_error(id, &e))
 }
 
 fn pipeline_error(id: &RequestId, error: &PipelineError) -> ApiError {
@@ -370,15 +410,17 @@ fn pipeline_error(id: &RequestId, error: &PipelineError) -> ApiError {
             return ApiError::new(ErrorKind::Overloaded, id, error.to_string()).retry_after(1);
         }
         Kind::Timeout => ErrorKind::Timeout,
-        Kind::Inference | Kind::Internal => ErrorKind::Internal,
+        // Only the pipeline's own bookkeeping sees a cancellation (the
+        // caller is gone); an internal error if one ever reaches here.
+        Kind::Inference | Kind::Internal | Kind::Cancelled => ErrorKind::Internal,
     };
     ApiError::new(kind, id, error.to_string())
 }
 
 fn server_timing(response: &mut Response, timings: &api::TimingsJson) {
     let value = format!(
-        "queue;dur={:.3}, inference;dur={:.3}, total;dur={:.3}",
-        timings.queue, timings.inference, timings.total
+        "queue;dur={:.3}, tokenize;dur={:.3}, inference;dur={:.3}, total;dur={:.3}",
+        timings.queue, timings.tokenization, timings.inference, timings.total
     );
     if let Ok(v) = HeaderValue::from_str(&value) {
         response.headers_mut().insert("server-timing", v);
@@ -389,6 +431,7 @@ fn timings(response: &EmbedResponse) -> api::TimingsJson {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     api::TimingsJson {
         queue: ms(response.timings.queue_wait),
+        tokenization: ms(response.timings.tokenization),
         inference: ms(response.timings.inference),
         total: ms(response.timings.total),
     }
@@ -457,6 +500,7 @@ async fn embed(State(state): State<Arc<AppState>>, request: Request) -> Result<R
     let options = EmbedOptions {
         slots,
         fused: body.fused,
+        deadline: None,
     };
     let result = run_pipeline(&state, &id, deadline, inputs, options).await?;
     let timings = timings(&result);
@@ -509,6 +553,7 @@ async fn openai_embeddings(
     let options = EmbedOptions {
         slots: Some(slot.into_iter().collect()),
         fused: slot.is_none(),
+        deadline: None,
     };
     let inputs = texts.into_iter().map(EmbedInput::new).collect();
     let result = run_pipeline(&state, &id, deadline, inputs, options).await?;
@@ -581,10 +626,10 @@ pub fn render_metrics(state: &AppState, format: Format) -> String {
     let prefix = &state.metrics.config().prefix;
     let result = (|| -> std::fmt::Result {
         let stats = ProcessStats::read();
-        // Also into the recorder's own gauge, which `embeddings-health`'s
-        // memory alert and the JSON snapshot read.
-        if let Some(rss) = stats.resident_memory_bytes {
-            state.metrics.set_process_rss_bytes(rss);
+        // The device and cache gauges are read now too, so a scrape never
+        // shows a stale GPU figure (or one the device can no longer give).
+        if let Some(pipeline) = state.ready() {
+            pipeline.refresh_gauges();
         }
         state.metrics.encode(&mut encoder)?;
         state.http.encode(&mut encoder)?;
@@ -644,11 +689,11 @@ async fn startupz(State(state): State<Arc<AppState>>, request: Request) -> Respo
 }
 
 #[derive(Serialize)]
-struct Info<'a> {
+struct Info {
     name: &'static str,
     version: &'static str,
     state: &'static str,
-    load_error: Option<&'a str>,
+    load_error: Option<String>,
     limits: Limits,
     pipeline: Option<serde_json::Value>,
 }
@@ -657,7 +702,7 @@ async fn info(State(state): State<Arc<AppState>>, request: Request) -> Response 
     let id = request_id(request.extensions());
     let (state_name, load_error, pipeline) = match state.pipeline.get() {
         None => ("loading", None, None),
-        Some(Loaded::Failed(e)) => ("failed", Some(e.as_str()), None),
+        Some(Loaded::Failed(e)) => ("failed", Some(e.to_string()), None),
         Some(Loaded::Ready(p)) => ("ready", None, serde_json::to_value(p.limits()).ok()),
     };
     let body = Info {

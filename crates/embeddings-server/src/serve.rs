@@ -3,13 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use embeddings_metrics::PipelineMetrics;
-use embeddings_pipeline::EmbeddingPipeline;
+use embeddings_metrics::{MemoryGauge, PipelineMetrics};
+use embeddings_pipeline::{EmbeddingPipeline, PipelineConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::app::{AppState, Limits, Loaded, router};
 use crate::cli::{Args, LogFormat};
+use crate::process::ProcessStats;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,60 @@ async fn shutdown_signal() {
     }
 }
 
+/// How often the housekeeping task ticks the server's heartbeat and
+/// samples the process's resident memory.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Reads the configuration (so health uses its `[health]` policy while the
+/// models load), then builds the pipeline.
+fn load(
+    state: &AppState,
+    models_dir: std::path::PathBuf,
+    config: Option<&std::path::Path>,
+    metrics: Arc<PipelineMetrics>,
+) -> Loaded {
+    let mut builder = EmbeddingPipeline::builder()
+        .models_dir(models_dir)
+        .metrics(metrics);
+    if let Some(path) = config {
+        let parsed = PipelineConfig::from_file(path).and_then(|c| {
+            let policy = c.health.build().map_err(|e| {
+                embeddings_pipeline::PipelineError::Config(format!("[health]: {e}"))
+            })?;
+            Ok((c, policy))
+        });
+        match parsed {
+            Ok((c, policy)) => {
+                let _ = state.policy.set(policy);
+                builder = builder.config(c);
+            }
+            Err(e) => return Loaded::Failed(e),
+        }
+    }
+    match builder.build() {
+        Ok(pipeline) => Loaded::Ready(Arc::new(pipeline)),
+        Err(e) => Loaded::Failed(e),
+    }
+}
+
+/// Ticks the server's heartbeat and samples the process's resident memory
+/// into the recorder, on its own schedule rather than on scrapes, so health
+/// and the JSON snapshot read a current figure whether or not anything
+/// scrapes `/metrics`.
+async fn housekeeping(state: Arc<AppState>) {
+    let mut interval = tokio::time::interval(HOUSEKEEPING);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        state.tick();
+        let rss = tokio::task::spawn_blocking(|| ProcessStats::read().resident_memory_bytes)
+            .await
+            .ok()
+            .flatten();
+        state.metrics.set_memory_gauge(MemoryGauge::ProcessRss, rss);
+    }
+}
+
 /// Runs the server until SIGTERM / SIGINT.
 ///
 /// Binds first and prints `listening on ADDR` to standard output, then loads
@@ -105,24 +160,18 @@ pub async fn run(args: Args) -> Result<(), ServeError> {
     let config = args.config.clone();
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let mut builder = EmbeddingPipeline::builder()
-            .models_dir(models_dir)
-            .metrics(metrics);
-        if let Some(config) = config {
-            builder = builder.config_file(config);
-        }
-        let loaded = match builder.build() {
-            Ok(pipeline) => {
+        let loaded = load(&loader, models_dir, config.as_deref(), metrics);
+        match &loaded {
+            Loaded::Ready(_) => {
                 tracing::info!(seconds = started.elapsed().as_secs_f64(), "pipeline ready");
-                Loaded::Ready(Arc::new(pipeline))
             }
-            Err(e) => {
+            Loaded::Failed(e) => {
                 tracing::error!(error = %e, "the pipeline failed to load; embedding requests will get 503");
-                Loaded::Failed(e.to_string())
             }
-        };
+        }
         let _ = loader.pipeline.set(loaded);
     });
+    tokio::spawn(housekeeping(Arc::clone(&state)));
 
     let draining = Arc::new(Notify::new());
     let notify = Arc::clone(&draining);

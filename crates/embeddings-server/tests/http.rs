@@ -408,8 +408,10 @@ fn metrics_count_every_request_once_per_outcome_and_promtool_accepts_both_format
     assert_eq!(count("400"), Some(f64::from(bad)));
     assert_eq!(count("422"), Some(1.0));
     assert_eq!(count("429"), Some(0.0));
+    // The same two inputs each time: computed once, then served from the cache.
+    assert_eq!(sample(&text, "embeddings_generated_total"), Some(2.0));
     assert_eq!(
-        sample(&text, "embeddings_generated_total"),
+        sample(&text, "embeddings_inputs_served_total"),
         Some(f64::from(ok * 2))
     );
     for family in [
@@ -515,7 +517,9 @@ fn overload_is_429_with_retry_after() {
 
 #[test]
 fn sigterm_finishes_in_flight_requests_and_exits_zero() {
-    let server = Server::start_ready(&[]);
+    // A grace period far beyond the request's time, so the test checks
+    // draining, not the machine's speed.
+    let server = Server::start_ready(&["--shutdown-grace-secs", "600"]);
     let addr = server.addr;
     let long = "sentence ".repeat(150);
     let body = format!(
@@ -571,4 +575,25 @@ fn an_embedding_slower_than_the_request_timeout_is_504_and_the_server_keeps_serv
         ),
         Some(1.0)
     );
+    // The pipeline counts the timeout itself, once, when the batch it was
+    // in ends; the late result is neither cached nor counted as served.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let text = loop {
+        let text = server.get("/metrics").text();
+        if sample(&text, "embeddings_errors_total{kind=\"timeout\"}") == Some(1.0) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(sample(&text, "embeddings_in_flight_requests"), Some(0.0));
+    for series in [
+        "embeddings_generated_total",
+        "embeddings_inputs_served_total",
+        "embeddings_cache_entries",
+        "embeddings_latency_seconds_count",
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series}");
+    }
+    assert_eq!(sample(&text, "embeddings_errors_per_minute"), Some(1.0));
 }

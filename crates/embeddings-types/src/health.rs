@@ -87,13 +87,17 @@ pub struct HealthStatus {
     pub models_loaded: Vec<ModelId>,
     /// Slots whose model failed to load, in index order.
     pub models_failed: Vec<ModelId>,
-    /// GPU memory in use, bytes (0 when no GPU is read).
+    /// GPU memory in use, bytes. 0 when no GPU was read: `gpu_memory` says
+    /// whether this is a measurement.
     pub gpu_memory_used: usize,
-    /// GPU memory available in total, bytes (0 when no GPU is read).
+    /// GPU memory available in total, bytes. 0 when no GPU was read:
+    /// `gpu_memory` says whether this is a measurement.
     pub gpu_memory_available: usize,
-    /// Entries in the embedding cache.
+    /// Entries in the embedding cache. 0 when the cache is off or not yet
+    /// known: `cache` says whether this is a measurement.
     pub cache_size: usize,
-    /// Bytes held by the embedding cache.
+    /// Bytes held by the embedding cache. 0 when the cache is off or not
+    /// yet known: `cache` says whether this is a measurement.
     pub cache_memory_bytes: usize,
     /// Time since the pipeline started; serialized as seconds.
     #[serde(with = "crate::duration")]
@@ -107,6 +111,35 @@ pub struct HealthStatus {
     pub error_rate: f64,
     /// Per-component state.
     pub components: ComponentHealth,
+    /// The GPU reading behind `gpu_memory_used` / `gpu_memory_available`;
+    /// `None` (JSON `null`) when no GPU was read: a CPU deployment, or a
+    /// device that could not be read. Added to the spec's fields so that a 0
+    /// there is never mistaken for a measurement.
+    #[serde(default)]
+    pub gpu_memory: Option<GpuMemory>,
+    /// The cache reading behind `cache_size` / `cache_memory_bytes`; `None`
+    /// (JSON `null`) when the cache is off or its figures are not known yet
+    /// (for example while the pipeline loads).
+    #[serde(default)]
+    pub cache: Option<CacheFigures>,
+}
+
+/// A GPU memory reading, in [`HealthStatus::gpu_memory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuMemory {
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Bytes in total.
+    pub total_bytes: u64,
+}
+
+/// The embedding cache's figures, in [`HealthStatus::cache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFigures {
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes held.
+    pub bytes: u64,
 }
 
 /// Reads an `f64` where `null` (how serde_json writes NaN and infinities) means NaN.
@@ -137,6 +170,8 @@ impl HealthStatus {
             last_embed_time: None,
             error_rate: 0.0,
             components: ComponentHealth::default(),
+            gpu_memory: None,
+            cache: None,
         }
     }
 

@@ -135,7 +135,8 @@ label_enum! {
 
 label_enum! {
     /// Why a request or an item failed. Counted separately so alerts can tell
-    /// a client's bad input from a broken model.
+    /// a client's bad input from a broken model: see
+    /// [`ErrorKind::is_service_failure`].
     pub enum ErrorKind as "error kind" {
         /// The input was rejected before any work (empty text, bad timestamp, ...).
         Validation = 0 => "validation",
@@ -149,5 +150,31 @@ label_enum! {
         Overload = 4 => "overload",
         /// A bug or an unexpected condition inside the pipeline.
         Internal = 5 => "internal",
+        /// The caller went away (dropped its ticket, closed its connection)
+        /// before the answer was ready; the work was dropped or discarded.
+        Cancelled = 6 => "cancelled",
+    }
+}
+
+impl ErrorKind {
+    /// The kinds that are failures of the service itself: `inference`,
+    /// `timeout` and `internal`. Only these feed the error rate that health
+    /// rules judge, so bad clients cannot make the service look broken.
+    pub const SERVICE_FAILURES: [Self; 3] = [Self::Inference, Self::Timeout, Self::Internal];
+
+    /// `true` for a failure of the service (`inference`, `timeout`,
+    /// `internal`); `false` for what a client caused or chose: a rejected
+    /// input (`validation`, `tokenization`), a full queue it should back off
+    /// from (`overload`, HTTP 429), or its own cancellation (`cancelled`).
+    ///
+    /// ```
+    /// use embeddings_types::ErrorKind;
+    /// assert!(ErrorKind::Inference.is_service_failure());
+    /// assert!(!ErrorKind::Validation.is_service_failure());
+    /// assert!(!ErrorKind::Overload.is_service_failure());
+    /// ```
+    #[must_use]
+    pub const fn is_service_failure(self) -> bool {
+        matches!(self, Self::Inference | Self::Timeout | Self::Internal)
     }
 }

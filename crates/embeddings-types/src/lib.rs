@@ -36,7 +36,7 @@ mod model;
 mod snapshot;
 
 pub use error::TypesError;
-pub use health::{ComponentHealth, HealthStatus};
+pub use health::{CacheFigures, ComponentHealth, GpuMemory, HealthStatus};
 pub use labels::{ErrorKind, Stage};
 pub use model::{ModelId, OutputKind};
 pub use snapshot::{GaugeSnapshot, HistogramSnapshot, MetricsSnapshot, ModelSnapshot};

@@ -66,7 +66,8 @@ pub struct ModelSnapshot {
 /// them: the recorder never invents a figure it was not given.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GaugeSnapshot {
-    /// Items waiting in the submission queue now.
+    /// Requests waiting in the submission queue now (the unit of
+    /// `[batching] queue_capacity`; never above it).
     pub queue_depth: u64,
     /// The largest queue depth seen since creation or the last reset.
     pub queue_depth_max: u64,
@@ -92,7 +93,9 @@ pub struct GaugeSnapshot {
 /// additions for production use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricsSnapshot {
-    /// Embeddings successfully generated (lifetime, since the last reset).
+    /// Embeddings computed by the models and delivered to a caller that was
+    /// still waiting (cache hits excluded; see `inputs_served`), since
+    /// creation or the last reset.
     pub embeddings_generated: u64,
     /// Embedding-cache hits.
     pub cache_hits: u64,
@@ -100,12 +103,14 @@ pub struct MetricsSnapshot {
     pub cache_misses: u64,
     /// `hits / (hits + misses)`, in `0.0..=1.0`; 0.0 before any lookup.
     pub cache_hit_rate: f64,
-    /// Rolling (exponential moving) average embedding latency, µs.
+    /// Rolling (exponential moving) average embedding latency, µs. 0 before
+    /// any sample: check `latency.count` (0 means unknown, not 0 µs).
     pub avg_latency_us: u64,
     /// Errors of every kind.
     pub errors: u64,
-    /// Rolling (exponential moving) average latency per model, µs; every model
-    /// is present (0 before its first record).
+    /// Rolling (exponential moving) average latency per model, µs; only the
+    /// models with at least one sample are present (an absent model is
+    /// unknown, never "0 µs").
     pub model_latencies: HashMap<ModelId, u64>,
     /// Batches processed.
     pub batches_processed: u64,
@@ -135,7 +140,9 @@ pub struct MetricsSnapshot {
     pub models: BTreeMap<ModelId, ModelSnapshot>,
     /// Errors by kind; every kind is present.
     pub errors_by_kind: BTreeMap<ErrorKind, u64>,
-    /// Errors per minute over the last 60 s (not lifetime).
+    /// Failures of the service itself (kinds `inference`, `timeout`,
+    /// `internal`: [`ErrorKind::is_service_failure`]) in the last 60 s. Not
+    /// extrapolated: on a recorder younger than 60 s it is the count so far.
     pub error_rate_per_minute: f64,
     /// Embeddings per second over the last 10 s.
     pub throughput_10s: f64,
@@ -143,4 +150,8 @@ pub struct MetricsSnapshot {
     pub throughput_60s: f64,
     /// Gauges: queue, workers, memory.
     pub gauges: GaugeSnapshot,
+    /// Inputs answered successfully, cache hits included (each input once,
+    /// however many slots it returned). Absent in older JSON: 0.
+    #[serde(default)]
+    pub inputs_served: u64,
 }

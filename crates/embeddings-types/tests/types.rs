@@ -68,7 +68,7 @@ fn bad_names_and_indices_are_typed_errors_that_list_the_valid_choices() {
             .to_string()
             .contains("queue_wait")
     );
-    assert!(ErrorKind::from_index(6).is_err());
+    assert!(ErrorKind::from_index(7).is_err());
 }
 
 #[test]
@@ -268,6 +268,7 @@ prop_compose! {
                 cache_bytes: gauge,
                 cache_entries: None,
             },
+            inputs_served: counters[0],
         }
     }
 }
@@ -302,6 +303,14 @@ prop_compose! {
                 gpu_available: flags[4],
                 gpu_required: flags[5],
             },
+            gpu_memory: flags[4].then_some(embeddings_types::GpuMemory {
+                used_bytes: sizes[0] as u64,
+                total_bytes: sizes[1] as u64,
+            }),
+            cache: flags[3].then_some(embeddings_types::CacheFigures {
+                entries: sizes[2] as u64,
+                bytes: sizes[3] as u64,
+            }),
         }
     }
 }
