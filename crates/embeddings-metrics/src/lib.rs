@@ -77,6 +77,7 @@ mod gauges;
 mod global;
 pub mod histogram;
 mod pipeline;
+mod read;
 mod shard;
 mod window;
 

@@ -1,13 +1,11 @@
 //! [`PipelineMetrics`]: the recorder.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
 use crossbeam_utils::CachePadded;
-use embeddings_types::{ErrorKind, MetricsSnapshot, ModelId, ModelSnapshot, Stage};
+use embeddings_types::{ErrorKind, ModelId, Stage};
 
 use crate::MetricsError;
 use crate::clock::Clock;
@@ -16,13 +14,14 @@ use crate::ema::Ema;
 use crate::expose::Exposition;
 use crate::gauges::{Gauges, InFlightGuard, MemoryGauge};
 use crate::histogram::Histogram;
+use crate::read::hit_rate;
 use crate::shard::{self, STRIPES, Shard};
 use crate::window::Window;
 
 const MODELS: usize = ModelId::COUNT;
-const KINDS: usize = ErrorKind::COUNT;
+pub(crate) const KINDS: usize = ErrorKind::COUNT;
 const STAGES: usize = Stage::COUNT;
-const NANOS_PER_SEC: u64 = 1_000_000_000;
+pub(crate) const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// The plain counters of one stripe (also the shape of the reset baseline).
 #[derive(Debug)]
@@ -68,8 +67,8 @@ impl Counters {
 #[derive(Debug)]
 pub(crate) struct CounterStripe {
     pub(crate) counters: Counters,
-    embedding_window: Window,
-    error_window: Window,
+    pub(crate) embedding_window: Window,
+    pub(crate) error_window: Window,
 }
 
 impl CounterStripe {
@@ -100,7 +99,7 @@ pub(crate) struct Totals {
 impl Totals {
     /// Calls `f(value, cell)` for every counter and its cell in `c`.
     #[inline]
-    fn zip_cells(&mut self, c: &Counters, mut f: impl FnMut(&mut u64, &AtomicU64)) {
+    pub(crate) fn zip_cells(&mut self, c: &Counters, mut f: impl FnMut(&mut u64, &AtomicU64)) {
         f(&mut self.embeddings, &c.embeddings);
         f(&mut self.inputs_served, &c.inputs_served);
         f(&mut self.cache_hits, &c.cache_hits);
@@ -123,21 +122,11 @@ impl Totals {
 
     /// Adds (wrapping) every cell of `c`.
     #[inline]
-    fn add_cells(&mut self, c: &Counters) {
+    pub(crate) fn add_cells(&mut self, c: &Counters) {
         self.zip_cells(c, |v, cell| {
             *v = v.wrapping_add(cell.load(Ordering::Relaxed));
         });
     }
-}
-
-/// The windowed rates, read together.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rates {
-    pub(crate) uptime: Duration,
-    pub(crate) throughput: f64,
-    pub(crate) throughput_10s: f64,
-    pub(crate) throughput_60s: f64,
-    pub(crate) errors_per_minute: f64,
 }
 
 /// Lock-free metrics for the embedding pipeline: counters, gauges, latency
@@ -214,7 +203,7 @@ pub struct PipelineMetrics {
     pub(crate) stripes: Box<[CachePadded<CounterStripe>; STRIPES]>,
     /// Counter totals at the last reset; reads subtract them (see
     /// [Reset](Self#reset)).
-    baseline: Box<Counters>,
+    pub(crate) baseline: Box<Counters>,
     /// Serialises resets: two overlapping ones could otherwise store their
     /// baselines out of order (an older, smaller total last), and counts
     /// already reset would reappear. Recording never takes it.
@@ -663,7 +652,7 @@ impl PipelineMetrics {
         &self.model_latency[model.index() % MODELS]
     }
 
-    fn uptime_nanos(&self, now: u64) -> u64 {
+    pub(crate) fn uptime_nanos(&self, now: u64) -> u64 {
         now.saturating_sub(self.start_nanos.load(Ordering::Relaxed))
     }
 
@@ -673,139 +662,6 @@ impl PipelineMetrics {
             .chain(&self.model_latency)
             .chain(&self.stage_latency)
     }
-
-    /// Windowed and lifetime rates at one clock reading.
-    ///
-    /// Windows are one-second slots: "the last W seconds" is the current
-    /// (partial) second and the W − 1 before it. A throughput divides the
-    /// events in the window by the time observed, `clamp(uptime, 1 s, W)`,
-    /// so a young recorder is not under-reported (and never divides by
-    /// zero). Errors per minute is the *count* of service failures in the
-    /// last 60 s, never extrapolated: one failure at 1 s of uptime reads 1,
-    /// not 60.
-    pub(crate) fn rates(&self) -> Rates {
-        let now = self.clock.now_nanos();
-        let uptime = self.uptime_nanos(now);
-        let second = now / NANOS_PER_SEC;
-        let base = self.baseline.embeddings.load(Ordering::Acquire);
-        let (mut emb10, mut emb60, mut err60, mut total) = (0u64, 0u64, 0u64, 0u64);
-        for s in self.stripes.iter() {
-            emb10 = emb10.saturating_add(s.embedding_window.sum_recent(second, 10));
-            emb60 = emb60.saturating_add(s.embedding_window.sum_recent(second, 60));
-            err60 = err60.saturating_add(s.error_window.sum_recent(second, 60));
-            total = total.wrapping_add(s.counters.embeddings.load(Ordering::Relaxed));
-        }
-        let total = total.wrapping_sub(base);
-        let uptime_s = uptime as f64 / NANOS_PER_SEC as f64;
-        let observed = |window: f64| uptime_s.clamp(1.0, window);
-        Rates {
-            uptime: Duration::from_nanos(uptime),
-            throughput: if uptime == 0 {
-                0.0
-            } else {
-                total as f64 / uptime_s
-            },
-            throughput_10s: emb10 as f64 / observed(10.0),
-            throughput_60s: emb60 as f64 / observed(60.0),
-            errors_per_minute: err60 as f64,
-        }
-    }
-
-    /// Counter totals since creation or the last reset.
-    pub(crate) fn totals(&self) -> Totals {
-        // Start from minus the baseline, then add every stripe (wrapping):
-        // the result is the count since the reset. The baseline is read
-        // first and the fence pairs with `reset`'s Release fence, so each
-        // cell read below is at least as new as the one its baseline came
-        // from, and no total ever shows below zero.
-        let mut t = Totals::default();
-        t.zip_cells(&self.baseline, |v, cell| {
-            *v = cell.load(Ordering::Relaxed).wrapping_neg();
-        });
-        fence(Ordering::Acquire);
-        for s in self.stripes.iter() {
-            t.add_cells(&s.counters);
-        }
-        t
-    }
-
-    /// Counter totals since creation (stripes summed, no baseline).
-    fn raw_totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for s in self.stripes.iter() {
-            t.add_cells(&s.counters);
-        }
-        t
-    }
-
-    /// A serializable copy of everything recorded.
-    ///
-    /// Every model, stage and error kind is present (zero when unused); memory
-    /// gauges are `None` until set. See [Snapshots](Self#snapshots) for
-    /// consistency under concurrent writes, and [`rates`](Self::error_rate_per_minute)
-    /// for the window rule.
-    #[must_use]
-    pub fn snapshot(&self) -> MetricsSnapshot {
-        let t = self.totals();
-        let rates = self.rates();
-        let latency = self.latency.snapshot();
-        let by_kind = |counts: &[u64; KINDS]| -> BTreeMap<ErrorKind, u64> {
-            ErrorKind::ALL
-                .iter()
-                .map(|k| (*k, counts[k.index()]))
-                .collect()
-        };
-        let models: BTreeMap<ModelId, ModelSnapshot> = ModelId::ALL
-            .iter()
-            .map(|m| {
-                let i = m.index();
-                let errors = &t.model_errors[i];
-                let snap = ModelSnapshot {
-                    requests: t.model_requests[i],
-                    failures: errors.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
-                    timeouts: errors[ErrorKind::Timeout.index()],
-                    errors_by_kind: by_kind(errors),
-                    avg_latency_us: self.model_ema[i].get_within(self.model_latency[i].min_max()),
-                    latency: self.model_latency[i].snapshot(),
-                };
-                (*m, snap)
-            })
-            .collect();
-        MetricsSnapshot {
-            embeddings_generated: t.embeddings,
-            cache_hits: t.cache_hits,
-            cache_misses: t.cache_misses,
-            cache_hit_rate: hit_rate(t.cache_hits, t.cache_misses),
-            avg_latency_us: self.average_latency_us(),
-            errors: t.errors.iter().fold(0u64, |a, n| a.wrapping_add(*n)),
-            model_latencies: models
-                .iter()
-                .filter(|(_, s)| s.latency.count > 0)
-                .map(|(m, s)| (*m, s.avg_latency_us))
-                .collect::<HashMap<_, _>>(),
-            batches_processed: t.batches,
-            batch_items_processed: t.batch_items,
-            throughput: rates.throughput,
-            timestamp: Utc::now(),
-            cache_evictions: t.cache_evictions,
-            uptime: rates.uptime,
-            mean_latency_us: latency.mean,
-            latency,
-            batch_latency: self.batch_latency.snapshot(),
-            batch_size: self.batch_size.snapshot(),
-            stages: Stage::ALL
-                .iter()
-                .map(|s| (*s, self.stage_latency[s.index()].snapshot()))
-                .collect(),
-            models,
-            errors_by_kind: by_kind(&t.errors),
-            error_rate_per_minute: rates.errors_per_minute,
-            throughput_10s: rates.throughput_10s,
-            throughput_60s: rates.throughput_60s,
-            gauges: self.gauges.snapshot(),
-            inputs_served: t.inputs_served,
-        }
-    }
 }
 
 /// Microseconds in `d`, saturating at `u64::MAX` (584 000 years): the one
@@ -814,13 +670,4 @@ impl PipelineMetrics {
 #[must_use]
 pub fn duration_micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn hit_rate(hits: u64, misses: u64) -> f64 {
-    let lookups = hits as f64 + misses as f64;
-    if lookups == 0.0 {
-        0.0
-    } else {
-        (hits as f64 / lookups).clamp(0.0, 1.0)
-    }
 }

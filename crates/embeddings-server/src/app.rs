@@ -3,7 +3,8 @@
 //! The server binds before the pipeline has loaded: until then the embedding
 //! endpoints answer 503 and the readiness and startup probes fail, while
 //! `/metrics`, `/health` and `/livez` work. None of the observability
-//! endpoints touches the inference queue, so they stay fast under load.
+//! endpoints touches the inference queue, so they stay fast under load;
+//! they are in `ops.rs`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,9 +21,7 @@ use chrono::{DateTime, Utc};
 use embeddings_health::{
     ComponentChecks, GpuObservation, HealthPolicy, HealthReport, Observation, RegistryState,
 };
-use embeddings_metrics::{
-    Encoder, Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, PipelineMetrics,
-};
+use embeddings_metrics::PipelineMetrics;
 use embeddings_pipeline::{
     EmbedInput, EmbedOptions, EmbedResponse, EmbeddingPipeline, PipelineError,
 };
@@ -33,7 +32,8 @@ use crate::api::{self, EmbedRequest, OpenAiRequest};
 use crate::cli::Args;
 use crate::error::{ApiError, ErrorKind};
 use crate::http_metrics::{ENDPOINTS, HttpMetrics, endpoint_index};
-use crate::process::ProcessStats;
+use crate::ops;
+pub use crate::ops::render_metrics;
 use crate::request_id::{self, RequestId};
 
 /// Request limits, from the command line.
@@ -121,7 +121,7 @@ impl AppState {
         })
     }
 
-    fn ready(&self) -> Option<&Arc<EmbeddingPipeline>> {
+    pub(crate) fn ready(&self) -> Option<&Arc<EmbeddingPipeline>> {
         match self.pipeline.get() {
             Some(Loaded::Ready(p)) => Some(p),
             _ => None,
@@ -182,12 +182,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/embed", post(embed))
         .route("/v1/embeddings", post(openai_embeddings))
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/startupz", get(startupz))
-        .route("/info", get(info))
+        .route("/metrics", get(ops::metrics))
+        .route("/health", get(ops::health))
+        .route("/livez", get(ops::livez))
+        .route("/readyz", get(ops::readyz))
+        .route("/startupz", get(ops::startupz))
+        .route("/info", get(ops::info))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -223,7 +223,7 @@ async fn count_requests(
     response
 }
 
-fn request_id(headers: &axum::http::Extensions) -> RequestId {
+pub(crate) fn request_id(headers: &axum::http::Extensions) -> RequestId {
     headers
         .get::<RequestId>()
         .cloned()
@@ -437,7 +437,11 @@ fn timings(response: &EmbedResponse) -> api::TimingsJson {
     }
 }
 
-fn json_response<T: Serialize>(status: StatusCode, id: &RequestId, body: &T) -> Response {
+pub(crate) fn json_response<T: Serialize>(
+    status: StatusCode,
+    id: &RequestId,
+    body: &T,
+) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => {
             let mut response = (status, bytes).into_response();
@@ -606,112 +610,4 @@ async fn openai_embeddings(
     let mut response = json_response(StatusCode::OK, &id, &json);
     server_timing(&mut response, &timings);
     Ok(response)
-}
-
-/// Whether the `Accept` header asks for OpenMetrics.
-fn wants_openmetrics(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"))
-}
-
-/// Renders every family: the pipeline's, the HTTP layer's, process figures and build info.
-#[must_use]
-pub fn render_metrics(state: &AppState, format: Format) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(96 * 1024);
-    let mut encoder = Encoder::new(&mut out, format);
-    let prefix = &state.metrics.config().prefix;
-    let result = (|| -> std::fmt::Result {
-        let stats = ProcessStats::read();
-        // The device and cache gauges are read now too, so a scrape never
-        // shows a stale GPU figure (or one the device can no longer give).
-        if let Some(pipeline) = state.ready() {
-            pipeline.refresh_gauges();
-        }
-        state.metrics.encode(&mut encoder)?;
-        state.http.encode(&mut encoder)?;
-        crate::process_families::encode(&mut encoder, prefix, &stats)?;
-        encoder.finish()
-    })();
-    if result.is_err() {
-        let _ = writeln!(out, "# rendering failed");
-    }
-    out
-}
-
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let (format, content_type) = if wants_openmetrics(&headers) {
-        (Format::OpenMetrics, OPENMETRICS_CONTENT_TYPE)
-    } else {
-        (Format::Prometheus, PROMETHEUS_CONTENT_TYPE)
-    };
-    let body = render_metrics(&state, format);
-    let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-fn probe_response(id: &RequestId, result: &embeddings_health::ProbeResult) -> Response {
-    let status =
-        StatusCode::from_u16(result.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    json_response(status, id, result)
-}
-
-async fn health(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let id = request_id(request.extensions());
-    let report = state.health();
-    let status = if report.verdict.can_serve() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    json_response(status, &id, &report)
-}
-
-async fn livez(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let id = request_id(request.extensions());
-    probe_response(&id, &state.health().probes.liveness)
-}
-
-async fn readyz(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let id = request_id(request.extensions());
-    probe_response(&id, &state.health().probes.readiness)
-}
-
-async fn startupz(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let id = request_id(request.extensions());
-    probe_response(&id, &state.health().probes.startup)
-}
-
-#[derive(Serialize)]
-struct Info {
-    name: &'static str,
-    version: &'static str,
-    state: &'static str,
-    load_error: Option<String>,
-    limits: Limits,
-    pipeline: Option<serde_json::Value>,
-}
-
-async fn info(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let id = request_id(request.extensions());
-    let (state_name, load_error, pipeline) = match state.pipeline.get() {
-        None => ("loading", None, None),
-        Some(Loaded::Failed(e)) => ("failed", Some(e.to_string()), None),
-        Some(Loaded::Ready(p)) => ("ready", None, serde_json::to_value(p.limits()).ok()),
-    };
-    let body = Info {
-        name: env!("CARGO_PKG_NAME"),
-        version: env!("CARGO_PKG_VERSION"),
-        state: state_name,
-        load_error,
-        limits: state.limits,
-        pipeline,
-    };
-    json_response(StatusCode::OK, &id, &body)
 }

@@ -27,6 +27,7 @@ pub mod app;
 pub mod cli;
 pub mod error;
 pub mod http_metrics;
+mod ops;
 pub mod process;
 mod process_families;
 pub mod request_id;

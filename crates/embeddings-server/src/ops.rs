@@ -1,0 +1,122 @@
+//! The operator's endpoints: `/metrics`, `/health`, the probes and
+//! `/info`. None of them touches the inference queue.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use embeddings_metrics::{Encoder, Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+use serde::Serialize;
+
+use crate::app::{AppState, Limits, Loaded, json_response, request_id};
+use crate::process::ProcessStats;
+use crate::request_id::RequestId;
+
+/// Whether the `Accept` header asks for OpenMetrics.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+/// Renders every family: the pipeline's, the HTTP layer's, process figures and build info.
+#[must_use]
+pub fn render_metrics(state: &AppState, format: Format) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(96 * 1024);
+    let mut encoder = Encoder::new(&mut out, format);
+    let prefix = &state.metrics.config().prefix;
+    let result = (|| -> std::fmt::Result {
+        let stats = ProcessStats::read();
+        // The device and cache gauges are read now too, so a scrape never
+        // shows a stale GPU figure (or one the device can no longer give).
+        if let Some(pipeline) = state.ready() {
+            pipeline.refresh_gauges();
+        }
+        state.metrics.encode(&mut encoder)?;
+        state.http.encode(&mut encoder)?;
+        crate::process_families::encode(&mut encoder, prefix, &stats)?;
+        encoder.finish()
+    })();
+    if result.is_err() {
+        let _ = writeln!(out, "# rendering failed");
+    }
+    out
+}
+
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let (format, content_type) = if wants_openmetrics(&headers) {
+        (Format::OpenMetrics, OPENMETRICS_CONTENT_TYPE)
+    } else {
+        (Format::Prometheus, PROMETHEUS_CONTENT_TYPE)
+    };
+    let body = render_metrics(&state, format);
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn probe_response(id: &RequestId, result: &embeddings_health::ProbeResult) -> Response {
+    let status =
+        StatusCode::from_u16(result.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    json_response(status, id, result)
+}
+
+pub(crate) async fn health(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    let report = state.health();
+    let status = if report.verdict.can_serve() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &id, &report)
+}
+
+pub(crate) async fn livez(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    probe_response(&id, &state.health().probes.liveness)
+}
+
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    probe_response(&id, &state.health().probes.readiness)
+}
+
+pub(crate) async fn startupz(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    probe_response(&id, &state.health().probes.startup)
+}
+
+#[derive(Serialize)]
+struct Info {
+    name: &'static str,
+    version: &'static str,
+    state: &'static str,
+    load_error: Option<String>,
+    limits: Limits,
+    pipeline: Option<serde_json::Value>,
+}
+
+pub(crate) async fn info(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    let (state_name, load_error, pipeline) = match state.pipeline.get() {
+        None => ("loading", None, None),
+        Some(Loaded::Failed(e)) => ("failed", Some(e.to_string()), None),
+        Some(Loaded::Ready(p)) => ("ready", None, serde_json::to_value(p.limits()).ok()),
+    };
+    let body = Info {
+        name: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+        state: state_name,
+        load_error,
+        limits: state.limits,
+        pipeline,
+    };
+    json_response(StatusCode::OK, &id, &body)
+}
