@@ -63,7 +63,7 @@ fn measure(name: &str, p: &EmbeddingPipeline, batches: usize) -> Result<(), Pipe
     Ok(())
 }
 
-fn main() -> Result<(), PipelineError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batches = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

@@ -11,7 +11,7 @@ use embeddings_types::ModelId;
 use crate::api::EmbeddingPipeline;
 use crate::config::{BatchingConfig, DeviceKind, ModelSource, PipelineConfig};
 use crate::engine::Engine;
-use crate::error::PipelineError;
+use crate::error::LoadError;
 
 /// Builds an [`EmbeddingPipeline`]. Start with [`EmbeddingPipeline::builder`].
 #[derive(Debug, Clone)]
@@ -182,13 +182,13 @@ impl PipelineBuilder {
     /// Loads every enabled slot.
     ///
     /// # Errors
-    /// - [`PipelineError::Config`] / [`PipelineError::Io`]: invalid configuration.
-    /// - [`PipelineError::DeviceUnavailable`]: the device cannot be opened.
-    /// - [`PipelineError::SlotFailed`]: in strict mode, the first failed slot.
-    /// - [`PipelineError::NoSlotLoaded`]: every enabled slot failed.
-    /// - [`PipelineError::Fusion`] / [`PipelineError::CorruptWeights`]: bad
+    /// - [`LoadError::Config`] / [`LoadError::Io`]: invalid configuration.
+    /// - [`LoadError::DeviceUnavailable`]: the device cannot be opened.
+    /// - [`LoadError::SlotFailed`]: in strict mode, the first failed slot.
+    /// - [`LoadError::NoSlotLoaded`]: every enabled slot failed.
+    /// - [`LoadError::Fusion`] / [`LoadError::CorruptWeights`]: bad
     ///   trained fusion weights.
-    pub fn build(self) -> Result<EmbeddingPipeline, PipelineError> {
+    pub fn build(self) -> Result<EmbeddingPipeline, LoadError> {
         let mut config = self.config;
         if let Some(path) = &self.config_file {
             let file = PipelineConfig::from_file(path)?;

@@ -11,7 +11,7 @@ use embeddings_health::HealthPolicySpec;
 use embeddings_types::ModelId;
 use serde::{Deserialize, Serialize};
 
-use crate::error::PipelineError;
+use crate::error::LoadError;
 
 /// The name of the model every transformer slot is bound to unless configured
 /// otherwise.
@@ -424,10 +424,9 @@ impl PipelineConfig {
     /// Parses and validates a TOML document.
     ///
     /// # Errors
-    /// [`PipelineError::Config`] with the parser's or validator's message.
-    pub fn from_toml_str(text: &str) -> Result<Self, PipelineError> {
-        let config: Self =
-            toml::from_str(text).map_err(|e| PipelineError::Config(e.to_string()))?;
+    /// [`LoadError::Config`] with the parser's or validator's message.
+    pub fn from_toml_str(text: &str) -> Result<Self, LoadError> {
+        let config: Self = toml::from_str(text).map_err(|e| LoadError::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -435,15 +434,15 @@ impl PipelineConfig {
     /// Reads, parses and validates a TOML file.
     ///
     /// # Errors
-    /// [`PipelineError::Io`] when unreadable, [`PipelineError::Config`] when invalid.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, PipelineError> {
+    /// [`LoadError::Io`] when unreadable, [`LoadError::Config`] when invalid.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Io {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
         Self::from_toml_str(&text).map_err(|e| match e {
-            PipelineError::Config(m) => PipelineError::Config(format!("{}: {m}", path.display())),
+            LoadError::Config(m) => LoadError::Config(format!("{}: {m}", path.display())),
             other => other,
         })
     }
@@ -475,9 +474,9 @@ impl PipelineConfig {
     /// Checks every cross-field rule.
     ///
     /// # Errors
-    /// [`PipelineError::Config`] naming the first broken rule and its fix.
-    pub fn validate(&self) -> Result<(), PipelineError> {
-        let bad = |m: String| Err(PipelineError::Config(m));
+    /// [`LoadError::Config`] naming the first broken rule and its fix.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        let bad = |m: String| Err(LoadError::Config(m));
         if self.max_batch_size == 0 {
             return bad("`max_batch_size` must be at least 1".into());
         }
@@ -593,7 +592,7 @@ impl PipelineConfig {
         }
         self.health
             .build()
-            .map_err(|e| PipelineError::Config(format!("[health]: {e}")))?;
+            .map_err(|e| LoadError::Config(format!("[health]: {e}")))?;
         Ok(())
     }
 }

@@ -2,14 +2,14 @@
 //!
 //! With the `cuda` feature, candle loads the CUDA driver dynamically and
 //! *panics* when `libcuda` is absent, so the driver library is looked for
-//! first and a missing one is reported as [`PipelineError::DeviceUnavailable`].
+//! first and a missing one is reported as [`LoadError::DeviceUnavailable`].
 
 use std::path::Path;
 
 use candle_core::Device;
 
 use crate::config::DeviceKind;
-use crate::error::PipelineError;
+use crate::error::LoadError;
 
 /// Whether the NVIDIA driver library (`libcuda.so.1`) can be found by the
 /// dynamic loader: `LD_LIBRARY_PATH`, the usual library folders, and the
@@ -49,7 +49,7 @@ pub fn cuda_driver_present() -> bool {
 }
 
 /// Opens the requested device.
-pub(crate) fn open(kind: DeviceKind) -> Result<Device, PipelineError> {
+pub(crate) fn open(kind: DeviceKind) -> Result<Device, LoadError> {
     match kind {
         DeviceKind::Cpu => Ok(Device::Cpu),
         DeviceKind::Cuda => open_cuda(),
@@ -57,9 +57,9 @@ pub(crate) fn open(kind: DeviceKind) -> Result<Device, PipelineError> {
 }
 
 #[cfg(feature = "cuda")]
-fn open_cuda() -> Result<Device, PipelineError> {
+fn open_cuda() -> Result<Device, LoadError> {
     if !cuda_driver_present() {
-        return Err(PipelineError::DeviceUnavailable(
+        return Err(LoadError::DeviceUnavailable(
             "libcuda.so.1 (the NVIDIA driver library) was not found; install the NVIDIA driver, \
              add its folder to LD_LIBRARY_PATH, or set `device = \"cpu\"`"
                 .into(),
@@ -67,20 +67,20 @@ fn open_cuda() -> Result<Device, PipelineError> {
     }
     std::panic::catch_unwind(|| Device::new_cuda(0))
         .map_err(|_| {
-            PipelineError::DeviceUnavailable(
+            LoadError::DeviceUnavailable(
                 "the CUDA runtime panicked while opening device 0; check the driver installation or set `device = \"cpu\"`".into(),
             )
         })?
         .map_err(|e| {
-            PipelineError::DeviceUnavailable(format!(
+            LoadError::DeviceUnavailable(format!(
                 "CUDA device 0 could not be opened: {e}; set `device = \"cpu\"` to run on the CPU"
             ))
         })
 }
 
 #[cfg(not(feature = "cuda"))]
-fn open_cuda() -> Result<Device, PipelineError> {
-    Err(PipelineError::DeviceUnavailable(
+fn open_cuda() -> Result<Device, LoadError> {
+    Err(LoadError::DeviceUnavailable(
         "this build has no CUDA support; rebuild with `--features cuda` or set `device = \"cpu\"`"
             .into(),
     ))

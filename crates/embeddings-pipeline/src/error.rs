@@ -42,13 +42,13 @@ pub enum InputError {
     },
 }
 
-/// Everything that can go wrong when building or running the pipeline.
-///
-/// Errors are `Clone` (they are kept in the model registry for failed slots)
-/// and map onto [`ErrorKind`] through [`PipelineError::kind`].
+/// Why the pipeline could not be built: configuration, model files, the
+/// device, fusion weights. Kept in the model registry for each failed slot
+/// ([`SlotState::Failed`](crate::SlotState::Failed)), so it is `Clone`.
+/// Errors of a running pipeline are [`PipelineError`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PipelineError {
+pub enum LoadError {
     /// A model directory does not exist.
     #[error(
         "model directory {} for model `{model}` not found: run `cargo xtask fetch-models` or point \
@@ -146,6 +146,39 @@ pub enum PipelineError {
     /// The requested device cannot be used.
     #[error("device unavailable: {0}")]
     DeviceUnavailable(String),
+    /// The trained fusion weights are invalid, or no slot is present to fuse.
+    #[error("fusion: {0}")]
+    Fusion(String),
+    /// A tensor the pipeline builds for itself could not be made (out of
+    /// memory, or a bug).
+    #[error(
+        "could not set up {what}: {reason}; check the device's free memory, and report it if it repeats"
+    )]
+    Setup {
+        /// What was being built.
+        what: String,
+        /// The tensor library's reason.
+        reason: String,
+    },
+    /// A slot failed to load and the builder was asked to be strict.
+    #[error("slot `{slot}` failed to load: {reason}")]
+    SlotFailed {
+        /// The slot.
+        slot: ModelId,
+        /// Why it failed.
+        reason: Box<LoadError>,
+    },
+    /// Every enabled slot failed to load (or none is enabled).
+    #[error("no slot could be loaded: {0}")]
+    NoSlotLoaded(String),
+}
+
+/// Everything that can go wrong with a request to a built pipeline. Each
+/// maps onto an [`ErrorKind`] through [`PipelineError::kind`], the label it
+/// is counted under. Errors of building the pipeline are [`LoadError`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
     /// One input was rejected; `index` is its position in the slice passed to `embed`.
     #[error("input {index} rejected: {reason}")]
     InvalidInput {
@@ -170,20 +203,9 @@ pub enum PipelineError {
         /// The tensor library's reason.
         reason: String,
     },
-    /// The fusion weights are invalid or the fusion step failed.
+    /// The fusion step failed.
     #[error("fusion: {0}")]
     Fusion(String),
-    /// A slot failed to load and the builder was asked to be strict.
-    #[error("slot `{slot}` failed to load: {reason}")]
-    SlotFailed {
-        /// The slot.
-        slot: ModelId,
-        /// Why it failed.
-        reason: Box<PipelineError>,
-    },
-    /// Every enabled slot failed to load (or none is enabled).
-    #[error("no slot could be loaded: {0}")]
-    NoSlotLoaded(String),
     /// The submission queue is full; nothing was queued.
     #[error(
         "the pipeline is overloaded: its queue already holds {capacity} requests; retry later (with backoff), or raise `[batching] queue_capacity` / `workers`"
@@ -243,7 +265,7 @@ impl PipelineError {
             Self::SlotUnavailable { .. } | Self::NothingRequested => ErrorKind::Validation,
             Self::DeadlineExceeded { .. } => ErrorKind::Timeout,
             Self::Cancelled => ErrorKind::Cancelled,
-            _ => ErrorKind::Internal,
+            Self::ShutDown | Self::WorkerLost => ErrorKind::Internal,
         }
     }
 

@@ -8,7 +8,7 @@ use embeddings_types::ModelId;
 use rayon::prelude::*;
 
 use crate::config::FusionConfig;
-use crate::error::PipelineError;
+use crate::error::{LoadError, PipelineError};
 use crate::output::SlotOutput;
 use crate::rng;
 use crate::transformer::l2_normalize;
@@ -52,6 +52,10 @@ fn fusion_err(e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Fusion(e.to_string())
 }
 
+fn load_err(e: impl std::fmt::Display) -> LoadError {
+    LoadError::Fusion(e.to_string())
+}
+
 impl Fusion {
     /// `widths[slot]` is the view width of every present slot.
     pub(crate) fn new(
@@ -59,7 +63,7 @@ impl Fusion {
         widths: &[(ModelId, usize)],
         trained: Option<&Path>,
         device: &Device,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, LoadError> {
         let mut blocks = Vec::with_capacity(widths.len());
         let mut d_in = 0;
         for &(id, w) in widths {
@@ -67,7 +71,7 @@ impl Fusion {
             d_in += w;
         }
         if blocks.is_empty() {
-            return Err(PipelineError::Fusion("no slot is present to fuse".into()));
+            return Err(LoadError::Fusion("no slot is present to fuse".into()));
         }
         let dim = config.dim;
         let mode = match trained {
@@ -80,7 +84,7 @@ impl Fusion {
                 ranked.truncate(config.top_k);
                 let total: f32 = ranked.iter().map(|r| r.1).sum();
                 if total <= 0.0 {
-                    return Err(PipelineError::Config(
+                    return Err(LoadError::Config(
                         "every selected `fusion.weights` entry is zero; give at least one present slot a positive weight".into(),
                     ));
                 }
@@ -347,43 +351,38 @@ fn fwht(v: &mut [f32]) {
     }
 }
 
-fn load_trained(
-    path: &Path,
-    d_in: usize,
-    dim: usize,
-    device: &Device,
-) -> Result<Mode, PipelineError> {
-    let bytes = std::fs::read(path).map_err(|e| PipelineError::Io {
+fn load_trained(path: &Path, d_in: usize, dim: usize, device: &Device) -> Result<Mode, LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| LoadError::Io {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
     let mut tensors =
         std::panic::catch_unwind(|| candle_core::safetensors::load_buffer(&bytes, device))
-            .map_err(|_| PipelineError::CorruptWeights {
+            .map_err(|_| LoadError::CorruptWeights {
                 path: path.to_owned(),
                 reason: "the safetensors reader panicked".into(),
             })?
-            .map_err(|e| PipelineError::CorruptWeights {
+            .map_err(|e| LoadError::CorruptWeights {
                 path: path.to_owned(),
                 reason: e.to_string(),
             })?;
     let mut take = |name: &str,
                     shape: &[usize],
                     optional: bool|
-     -> Result<Option<Tensor>, PipelineError> {
+     -> Result<Option<Tensor>, LoadError> {
         match tensors.remove(name) {
             None if optional => Ok(None),
-            None => Err(PipelineError::Fusion(format!(
+            None => Err(LoadError::Fusion(format!(
                 "{} has no tensor `{name}`; expected shape {shape:?}",
                 path.display()
             ))),
-            Some(t) if t.dims() != shape => Err(PipelineError::Fusion(format!(
+            Some(t) if t.dims() != shape => Err(LoadError::Fusion(format!(
                 "`{name}` in {} has shape {:?} but the present slots need {shape:?} \
                  (D_in = {d_in} is the sum of the present slots' view widths); retrain for this slot set",
                 path.display(),
                 t.dims()
             ))),
-            Some(t) => Ok(Some(t.to_dtype(DType::F32).map_err(fusion_err)?)),
+            Some(t) => Ok(Some(t.to_dtype(DType::F32).map_err(load_err)?)),
         }
     };
     let gate_w = take("gate.weight", &[ModelId::COUNT, d_in], false)?;
@@ -391,20 +390,14 @@ fn load_trained(
     let proj_w = take("proj.weight", &[dim, d_in], false)?;
     let proj_b = take("proj.bias", &[dim], true)?;
     let (Some(gate_w), Some(proj_w)) = (gate_w, proj_w) else {
-        return Err(PipelineError::Fusion(
+        return Err(LoadError::Fusion(
             "missing gate or projection weights".into(),
         ));
     };
     Ok(Mode::Trained {
-        gate_w: gate_w
-            .t()
-            .and_then(|t| t.contiguous())
-            .map_err(fusion_err)?,
+        gate_w: gate_w.t().and_then(|t| t.contiguous()).map_err(load_err)?,
         gate_b,
-        proj_w: proj_w
-            .t()
-            .and_then(|t| t.contiguous())
-            .map_err(fusion_err)?,
+        proj_w: proj_w.t().and_then(|t| t.contiguous()).map_err(load_err)?,
         proj_b,
     })
 }

@@ -51,7 +51,7 @@
 //! println!("{}", pipeline.describe());
 //! let out = pipeline.embed_texts(&["A man is eating food."])?;
 //! let semantic = out[0].dense(ModelId::Semantic);
-//! # Ok::<(), embeddings_pipeline::PipelineError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Configuration (TOML)
@@ -229,7 +229,7 @@ pub use device::cuda_driver_present;
 pub use embeddings_health::{HealthPolicySpec, HealthReport};
 pub use embeddings_metrics::PipelineMetrics;
 pub use embeddings_types::{ErrorKind, ModelId, OutputKind};
-pub use error::{InputError, PipelineError};
+pub use error::{InputError, LoadError, PipelineError};
 pub use input::EmbedInput;
 pub use options::{EmbedOptions, EmbedResponse, Timings};
 pub use output::{CausalPair, MultiEmbedding, SlotOutput, SparseVector, TokenVectors, cosine};
@@ -246,6 +246,7 @@ mod tests {
         check::<crate::EmbeddingPipeline>();
         check::<crate::MultiEmbedding>();
         check::<crate::PipelineError>();
+        check::<crate::LoadError>();
         check::<crate::EmbedTicket>();
         check::<crate::EmbedResponse>();
     }

@@ -14,7 +14,7 @@ use crate::cache_manager::{self, EmbeddingCache};
 use crate::config::{PipelineConfig, Pooling, SlotConfig, is_transformer_slot};
 use crate::device;
 use crate::engine::{Engine, ModelEntry, Plan, RuntimeState, SlotHead, default_models_dir};
-use crate::error::PipelineError;
+use crate::error::LoadError;
 use crate::fusion::Fusion;
 use crate::options::SlotMask;
 use crate::registry::{Backend, FusionReport, ModelRegistry, ModelReport, SlotReport, SlotState};
@@ -32,7 +32,7 @@ impl Engine {
         strict: bool,
         metrics: Arc<PipelineMetrics>,
         record: bool,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, LoadError> {
         let device = device::open(config.device)?;
         let models_dir = config.models_dir.clone().unwrap_or_else(default_models_dir);
         let sources = config.models_with_default();
@@ -54,7 +54,7 @@ impl Engine {
         }
 
         let mut models = Vec::new();
-        let mut model_errors: BTreeMap<String, PipelineError> = BTreeMap::new();
+        let mut model_errors: BTreeMap<String, LoadError> = BTreeMap::new();
         let mut model_reports = Vec::new();
         for (name, with_weights) in &needed {
             let Some(src) = sources.get(name) else {
@@ -66,7 +66,7 @@ impl Engine {
                 let ckpt = if *with_weights {
                     let ckpt = Checkpoint::load(name, &dir, src, &device)?;
                     if tok.vocab_size() > ckpt.vocab_size {
-                        return Err(PipelineError::BadModelConfig {
+                        return Err(LoadError::BadModelConfig {
                             path: dir.join("config.json"),
                             reason: format!(
                                 "the tokenizer has {} tokens but vocab_size is {}",
@@ -186,9 +186,7 @@ impl Engine {
                         }
                         _ => {
                             let err = model_errors.get(&name).cloned().unwrap_or_else(|| {
-                                PipelineError::NoSlotLoaded(format!(
-                                    "model `{name}` was not loaded"
-                                ))
+                                LoadError::NoSlotLoaded(format!("model `{name}` was not loaded"))
                             });
                             report.state = SlotState::Failed(err);
                         }
@@ -213,9 +211,7 @@ impl Engine {
                     let err = model_errors
                         .get(&config.builtin_tokenizer)
                         .cloned()
-                        .unwrap_or_else(|| {
-                            PipelineError::Config("built-in tokenizer missing".into())
-                        });
+                        .unwrap_or_else(|| LoadError::Config("built-in tokenizer missing".into()));
                     report.state = SlotState::Failed(err);
                 }
             }
@@ -262,7 +258,7 @@ impl Engine {
                 _ => None,
             })
         {
-            return Err(PipelineError::SlotFailed {
+            return Err(LoadError::SlotFailed {
                 slot,
                 reason: Box::new(e.clone()),
             });
@@ -275,7 +271,7 @@ impl Engine {
                     _ => None,
                 })
                 .collect();
-            return Err(PipelineError::NoSlotLoaded(if reasons.is_empty() {
+            return Err(LoadError::NoSlotLoaded(if reasons.is_empty() {
                 "every slot is disabled; enable at least one".into()
             } else {
                 reasons.join("; ")
@@ -290,10 +286,12 @@ impl Engine {
                     hidden * p,
                     1.0 / (p as f32).sqrt(),
                 );
-                Some(
-                    Tensor::from_vec(data, (hidden, p), &device)
-                        .map_err(|e| PipelineError::inference("late_interaction projection", e))?,
-                )
+                Some(Tensor::from_vec(data, (hidden, p), &device).map_err(|e| {
+                    LoadError::Setup {
+                        what: "the late_interaction projection".into(),
+                        reason: e.to_string(),
+                    }
+                })?)
             }
             _ => None,
         };
@@ -360,7 +358,7 @@ impl Engine {
         let health_policy = config
             .health
             .build()
-            .map_err(|e| PipelineError::Config(format!("[health]: {e}")))?;
+            .map_err(|e| LoadError::Config(format!("[health]: {e}")))?;
         Ok(Self {
             config,
             device,

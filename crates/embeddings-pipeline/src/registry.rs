@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use embeddings_types::ModelId;
 use serde::{Serialize, Serializer};
 
-use crate::error::PipelineError;
+use crate::error::LoadError;
 
 /// The head a transformer slot applies to its checkpoint's trunk output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -50,7 +50,7 @@ pub enum SlotState {
     /// Switched off in the configuration.
     Disabled,
     /// Enabled but could not be loaded; the others still run.
-    Failed(PipelineError),
+    Failed(LoadError),
 }
 
 impl Serialize for SlotState {
@@ -70,7 +70,7 @@ impl Serialize for SlotState {
     }
 }
 
-fn error_text<S: Serializer>(e: &Option<PipelineError>, s: S) -> Result<S::Ok, S::Error> {
+fn error_text<S: Serializer>(e: &Option<LoadError>, s: S) -> Result<S::Ok, S::Error> {
     match e {
         Some(e) => s.serialize_some(&e.to_string()),
         None => s.serialize_none(),
@@ -117,7 +117,7 @@ pub struct ModelReport {
     pub dir: Option<PathBuf>,
     /// Why it could not be loaded, if so (serialized as its message).
     #[serde(serialize_with = "error_text")]
-    pub error: Option<PipelineError>,
+    pub error: Option<LoadError>,
     /// Hidden size, when loaded with weights.
     pub hidden: Option<usize>,
     /// Token limit (special tokens included), when loaded with weights.
@@ -174,7 +174,7 @@ impl ModelRegistry {
     }
 
     /// Failed slots with their reasons.
-    pub fn failed(&self) -> impl Iterator<Item = (ModelId, &PipelineError)> + '_ {
+    pub fn failed(&self) -> impl Iterator<Item = (ModelId, &LoadError)> + '_ {
         self.slots.iter().filter_map(|s| match &s.state {
             SlotState::Failed(e) => Some((s.slot, e)),
             _ => None,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::ModelSource;
-use crate::error::PipelineError;
+use crate::error::LoadError;
 
 /// The Hugging Face cache root: `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`,
 /// else `$HOME/.cache/huggingface`.
@@ -29,7 +29,7 @@ pub(crate) fn resolve(
     name: &str,
     source: &ModelSource,
     models_dir: &Path,
-) -> Result<PathBuf, PipelineError> {
+) -> Result<PathBuf, LoadError> {
     if let Some(path) = &source.path {
         let dir = if path.is_absolute() {
             path.clone()
@@ -37,7 +37,7 @@ pub(crate) fn resolve(
             models_dir.join(path)
         };
         if !dir.is_dir() {
-            return Err(PipelineError::ModelDirNotFound {
+            return Err(LoadError::ModelDirNotFound {
                 model: name.to_owned(),
                 path: dir,
             });
@@ -45,7 +45,7 @@ pub(crate) fn resolve(
         return Ok(dir);
     }
     let repo = source.hf_repo.clone().unwrap_or_default();
-    let fail = |reason: String| PipelineError::HfCache {
+    let fail = |reason: String| LoadError::HfCache {
         repo: repo.clone(),
         reason,
     };

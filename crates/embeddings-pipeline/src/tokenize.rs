@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::{Encoding, Tokenizer, TruncationDirection};
 
-use crate::error::PipelineError;
+use crate::error::LoadError;
 
 /// A loaded `tokenizer.json` with padding and truncation switched off.
 pub(crate) struct TextTokenizer {
@@ -41,8 +41,8 @@ pub(crate) struct Tokens {
 }
 
 impl TextTokenizer {
-    pub(crate) fn load(path: &Path) -> Result<Self, PipelineError> {
-        let err = |reason: String| PipelineError::Tokenizer {
+    pub(crate) fn load(path: &Path) -> Result<Self, LoadError> {
+        let err = |reason: String| LoadError::Tokenizer {
             path: path.to_owned(),
             reason,
         };

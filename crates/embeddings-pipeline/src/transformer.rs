@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::bert::BertEncoder;
 use crate::config::{ModelSource, Pooling};
-use crate::error::PipelineError;
+use crate::error::LoadError;
 
 /// A dense head reading the trunk output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,23 +68,23 @@ struct PoolingConfig {
     pooling_mode_mean_sqrt_len_tokens: bool,
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, PipelineError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Io {
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
-    serde_json::from_str(&text).map_err(|e| PipelineError::BadModelConfig {
+    serde_json::from_str(&text).map_err(|e| LoadError::BadModelConfig {
         path: path.to_owned(),
         reason: e.to_string(),
     })
 }
 
-fn required(model: &str, dir: &Path, file: &str) -> Result<PathBuf, PipelineError> {
+fn required(model: &str, dir: &Path, file: &str) -> Result<PathBuf, LoadError> {
     let path = dir.join(file);
     if path.is_file() {
         Ok(path)
     } else {
-        Err(PipelineError::ModelFileNotFound {
+        Err(LoadError::ModelFileNotFound {
             model: model.to_owned(),
             path,
         })
@@ -92,7 +92,7 @@ fn required(model: &str, dir: &Path, file: &str) -> Result<PathBuf, PipelineErro
 }
 
 /// Paths of the files a checkpoint needs, checked to exist.
-pub(crate) fn tokenizer_path(model: &str, dir: &Path) -> Result<PathBuf, PipelineError> {
+pub(crate) fn tokenizer_path(model: &str, dir: &Path) -> Result<PathBuf, LoadError> {
     required(model, dir, "tokenizer.json")
 }
 
@@ -104,11 +104,11 @@ impl Checkpoint {
         dir: &Path,
         source: &ModelSource,
         device: &Device,
-    ) -> Result<Self, PipelineError> {
+    ) -> Result<Self, LoadError> {
         let config_path = required(model, dir, "config.json")?;
         let weights_path = required(model, dir, "model.safetensors")?;
         let config: BertConfig = read_json(&config_path)?;
-        let bad = |reason: String| PipelineError::BadModelConfig {
+        let bad = |reason: String| LoadError::BadModelConfig {
             path: config_path.clone(),
             reason,
         };
@@ -153,7 +153,7 @@ impl Checkpoint {
                 (true, false, false) => Pooling::Mean,
                 (false, true, false) => Pooling::Cls,
                 _ => {
-                    return Err(PipelineError::BadModelConfig {
+                    return Err(LoadError::BadModelConfig {
                         path: pool_path,
                         reason: "only one of mean or CLS pooling is supported".into(),
                     });
@@ -163,11 +163,11 @@ impl Checkpoint {
             Pooling::Mean
         };
 
-        let bytes = std::fs::read(&weights_path).map_err(|e| PipelineError::Io {
+        let bytes = std::fs::read(&weights_path).map_err(|e| LoadError::Io {
             path: weights_path.clone(),
             reason: e.to_string(),
         })?;
-        let corrupt = |reason: String| PipelineError::CorruptWeights {
+        let corrupt = |reason: String| LoadError::CorruptWeights {
             path: weights_path.clone(),
             reason,
         };
@@ -189,7 +189,7 @@ impl Checkpoint {
             }
         }))
         .map_err(|_| corrupt("loading the tensors panicked".into()))?
-        .map_err(|e| PipelineError::WeightsMismatch {
+        .map_err(|e| LoadError::WeightsMismatch {
             path: weights_path.clone(),
             reason: e.to_string(),
         })?;

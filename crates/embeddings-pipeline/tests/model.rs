@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 
 use common::{dot, link_minilm, minilm_dir, models_dir, norm};
 use embeddings_pipeline::{
-    Backend, EmbedInput, EmbeddingPipeline, ErrorKind, HeadKind, InputError, ModelId, ModelSource,
-    PipelineConfig, PipelineError, SlotOutput, SlotState, cosine,
+    Backend, EmbedInput, EmbeddingPipeline, ErrorKind, HeadKind, InputError, LoadError, ModelId,
+    ModelSource, PipelineConfig, PipelineError, SlotOutput, SlotState, cosine,
 };
 
 #[derive(serde::Deserialize)]
@@ -235,7 +235,7 @@ fn missing_model_dir_fails_only_its_slot() {
         .unwrap();
     let reg = p.describe();
     match &reg.slot(ModelId::Code).state {
-        SlotState::Failed(PipelineError::ModelDirNotFound { model, .. }) => {
+        SlotState::Failed(LoadError::ModelDirNotFound { model, .. }) => {
             assert_eq!(model, "gone")
         }
         other => panic!("unexpected {other:?}"),
@@ -258,7 +258,7 @@ fn missing_model_dir_fails_only_its_slot() {
     assert!(
         matches!(
             err,
-            PipelineError::SlotFailed {
+            LoadError::SlotFailed {
                 slot: ModelId::Code,
                 ..
             }
@@ -322,7 +322,7 @@ fn hugging_face_cache_layout_is_resolved() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(err, PipelineError::NoSlotLoaded(ref m) if m.contains("revision `v9`")),
+        matches!(err, LoadError::NoSlotLoaded(ref m) if m.contains("revision `v9`")),
         "{err}"
     );
 }

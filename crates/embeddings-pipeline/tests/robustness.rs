@@ -13,8 +13,8 @@ use candle_core::{Device, Tensor};
 use chrono::{DateTime, Duration, Utc};
 use common::{TEMPORAL, dot, norm, t0, write_tiny_bert};
 use embeddings_pipeline::{
-    DeviceKind, EmbedInput, EmbeddingPipeline, InputError, ModelId, ModelSource, PipelineConfig,
-    PipelineError, SlotState, cosine,
+    DeviceKind, EmbedInput, EmbeddingPipeline, InputError, LoadError, ModelId, ModelSource,
+    PipelineConfig, PipelineError, SlotState, cosine,
 };
 
 fn temporal_pipeline() -> EmbeddingPipeline {
@@ -34,7 +34,7 @@ fn tiny_pipeline(dir: &Path, slots: &[ModelId]) -> EmbeddingPipeline {
         .unwrap()
 }
 
-fn failure_of(dir: &Path) -> PipelineError {
+fn failure_of(dir: &Path) -> LoadError {
     let p = EmbeddingPipeline::builder()
         .model("default", ModelSource::path(dir))
         .only(&[ModelId::Semantic, ModelId::TemporalRecent])
@@ -65,38 +65,29 @@ fn corrupt_weights_bad_config_and_shape_mismatch_are_typed() {
     )
     .unwrap();
     let e = failure_of(&dir);
-    assert!(matches!(e, PipelineError::CorruptWeights { .. }), "{e}");
+    assert!(matches!(e, LoadError::CorruptWeights { .. }), "{e}");
     assert!(e.to_string().contains("re-download"), "{e}");
 
     std::fs::write(dir.join("model.safetensors"), &good[..good.len() / 2]).unwrap();
-    assert!(matches!(
-        failure_of(&dir),
-        PipelineError::CorruptWeights { .. }
-    ));
+    assert!(matches!(failure_of(&dir), LoadError::CorruptWeights { .. }));
     std::fs::write(dir.join("model.safetensors"), &good).unwrap();
 
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     std::fs::write(dir.join("config.json"), "{ not json").unwrap();
-    assert!(matches!(
-        failure_of(&dir),
-        PipelineError::BadModelConfig { .. }
-    ));
+    assert!(matches!(failure_of(&dir), LoadError::BadModelConfig { .. }));
     std::fs::write(
         dir.join("config.json"),
         config.replace("\"hidden_size\":8", "\"hidden_size\":7"),
     )
     .unwrap();
-    assert!(matches!(
-        failure_of(&dir),
-        PipelineError::BadModelConfig { .. }
-    ));
+    assert!(matches!(failure_of(&dir), LoadError::BadModelConfig { .. }));
     std::fs::write(
         dir.join("config.json"),
         config.replace("\"hidden_size\":8", "\"hidden_size\":16"),
     )
     .unwrap();
     let e = failure_of(&dir);
-    assert!(matches!(e, PipelineError::WeightsMismatch { .. }), "{e}");
+    assert!(matches!(e, LoadError::WeightsMismatch { .. }), "{e}");
     std::fs::write(dir.join("config.json"), &config).unwrap();
 
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
@@ -105,15 +96,12 @@ fn corrupt_weights_bad_config_and_shape_mismatch_are_typed() {
         r#"{"pooling_mode_max_tokens": true}"#,
     )
     .unwrap();
-    assert!(matches!(
-        failure_of(&dir),
-        PipelineError::BadModelConfig { .. }
-    ));
+    assert!(matches!(failure_of(&dir), LoadError::BadModelConfig { .. }));
     std::fs::remove_dir_all(dir.join("1_Pooling")).unwrap();
 
     std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
     let e = failure_of(&dir);
-    assert!(matches!(e, PipelineError::ModelFileNotFound { .. }), "{e}");
+    assert!(matches!(e, LoadError::ModelFileNotFound { .. }), "{e}");
     assert!(e.to_string().contains("cargo xtask fetch-models"));
 }
 
@@ -445,7 +433,7 @@ fn trained_fusion_weights_load_from_safetensors() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(err, PipelineError::Fusion(ref m) if m.contains("[64, 104]")),
+        matches!(err, LoadError::Fusion(ref m) if m.contains("[64, 104]")),
         "{err}"
     );
     std::fs::write(&path, b"garbage").unwrap();
@@ -454,7 +442,7 @@ fn trained_fusion_weights_load_from_safetensors() {
         .only(&TEMPORAL)
         .build()
         .unwrap_err();
-    assert!(matches!(err, PipelineError::CorruptWeights { .. }), "{err}");
+    assert!(matches!(err, LoadError::CorruptWeights { .. }), "{err}");
 }
 
 #[test]
@@ -475,7 +463,7 @@ fn configuration_is_validated() {
     ];
     for (text, needle) in bad {
         let err = PipelineConfig::from_toml_str(text).unwrap_err();
-        assert!(matches!(err, PipelineError::Config(_)));
+        assert!(matches!(err, LoadError::Config(_)));
         assert!(err.to_string().contains(needle), "{text}: {err}");
     }
     let doc_example = r#"
@@ -530,14 +518,14 @@ weights = { semantic = 2.0, hdc = 0.5 }
 #[test]
 fn no_slot_and_cuda_without_feature_are_typed_errors() {
     let err = EmbeddingPipeline::builder().only(&[]).build().unwrap_err();
-    assert!(matches!(err, PipelineError::NoSlotLoaded(_)), "{err}");
+    assert!(matches!(err, LoadError::NoSlotLoaded(_)), "{err}");
     let err = EmbeddingPipeline::builder()
         .model("default", ModelSource::path("/nonexistent"))
         .only(&[ModelId::Semantic])
         .build()
         .unwrap_err();
     assert!(
-        matches!(err, PipelineError::NoSlotLoaded(ref m) if m.contains("semantic")),
+        matches!(err, LoadError::NoSlotLoaded(ref m) if m.contains("semantic")),
         "{err}"
     );
     if !cfg!(feature = "cuda") || !embeddings_pipeline::cuda_driver_present() {
@@ -546,6 +534,6 @@ fn no_slot_and_cuda_without_feature_are_typed_errors() {
             .only(&TEMPORAL)
             .build()
             .unwrap_err();
-        assert!(matches!(err, PipelineError::DeviceUnavailable(_)), "{err}");
+        assert!(matches!(err, LoadError::DeviceUnavailable(_)), "{err}");
     }
 }

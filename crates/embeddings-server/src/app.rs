@@ -23,7 +23,7 @@ use embeddings_health::{
 };
 use embeddings_metrics::PipelineMetrics;
 use embeddings_pipeline::{
-    EmbedInput, EmbedOptions, EmbedResponse, EmbeddingPipeline, PipelineError,
+    EmbedInput, EmbedOptions, EmbedResponse, EmbeddingPipeline, LoadError, PipelineError,
 };
 use embeddings_types::ModelId;
 use serde::Serialize;
@@ -74,7 +74,7 @@ pub enum Loaded {
     /// Ready to serve.
     Ready(Arc<EmbeddingPipeline>),
     /// Loading failed; the error says why and what to do.
-    Failed(PipelineError),
+    Failed(LoadError),
 }
 
 /// Shared state of every handler.

@@ -91,9 +91,10 @@ fn load(
         .metrics(metrics);
     if let Some(path) = config {
         let parsed = PipelineConfig::from_file(path).and_then(|c| {
-            let policy = c.health.build().map_err(|e| {
-                embeddings_pipeline::PipelineError::Config(format!("[health]: {e}"))
-            })?;
+            let policy = c
+                .health
+                .build()
+                .map_err(|e| embeddings_pipeline::LoadError::Config(format!("[health]: {e}")))?;
             Ok((c, policy))
         });
         match parsed {
