@@ -77,7 +77,9 @@ impl Gauges {
 
     pub(crate) fn queue_set(&self, depth: u64) {
         let depth = i64::try_from(depth).unwrap_or(i64::MAX);
-        self.queue_depth.0.store(depth, Ordering::Relaxed);
+        // SeqCst: a publisher re-reads its source after this store (see the
+        // pipeline's queue), which needs the store ordered before that read.
+        self.queue_depth.0.store(depth, Ordering::SeqCst);
         self.note_queue_max(depth);
     }
 

@@ -67,8 +67,8 @@ impl Job {
         }
     }
 
-    /// Answers a job that will not run (its caller is gone or its input
-    /// was rejected); the answer is counted in `finish`.
+    /// Answers a job that will not run because its caller is gone; the
+    /// `timeout` or `cancelled` is counted in `finish`.
     fn drop_unrun(self, engine: &Engine, caller: Caller) {
         let Self { request, reply, .. } = self;
         reply.send(request::response(request.finish(engine, Ok(()), caller)));
@@ -126,10 +126,12 @@ impl Shared {
     }
 
     /// Writes the admission count to the gauge. Two threads may write in
-    /// either order, so each re-reads the count after writing and writes
-    /// again if it moved: the last writer leaves the true value, and every
-    /// value written was true at some moment (so the max is exact and never
-    /// above capacity).
+    /// either order, so each re-reads the count after writing (the gauge's
+    /// store and this fence are sequentially consistent) and writes again
+    /// if it moved: the last writer leaves the true value. Every value
+    /// written was true at some moment, so the gauge and its max never
+    /// exceed the capacity; each admission also writes the depth it made,
+    /// so the max misses no peak.
     fn publish_depth(&self, engine: &Engine) {
         let Some(m) = engine.rec() else {
             return;
@@ -231,17 +233,22 @@ impl BatchProcessor {
         let overloaded = PipelineError::Overloaded {
             capacity: shared.capacity,
         };
-        if shared
+        let Ok(before) = shared
             .queued
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |q| {
                 (q < shared.capacity).then_some(q + 1)
             })
-            .is_err()
-        {
+        else {
             return Err(overloaded);
-        }
+        };
         let refused = match tx.try_send(job) {
             Ok(()) => {
+                // The depth this admission made was true when it was made:
+                // it raises the max even if workers take requests before the
+                // publication below.
+                if let Some(m) = self.engine.rec() {
+                    m.set_queue_depth((before + 1) as u64);
+                }
                 shared.publish_depth(&self.engine);
                 return Ok(());
             }
@@ -250,7 +257,7 @@ impl BatchProcessor {
             Err(TrySendError::Full(_)) => overloaded,
             Err(TrySendError::Disconnected(_)) => PipelineError::ShutDown,
         };
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        shared.dequeued(&self.engine);
         Err(refused)
     }
 
@@ -367,18 +374,19 @@ fn take(
                     }),
                 }?;
                 shared.dequeued(engine);
+                let mut received = received;
+                // Set once, when it leaves the queue: a job carried to the
+                // next batch has already waited (and been tokenized).
+                let waited = received.enqueued.elapsed();
+                received.request.timings.queue_wait = waited;
                 if let Some(m) = engine.rec() {
-                    m.record_stage_duration(Stage::QueueWait, received.enqueued.elapsed());
+                    m.record_stage_duration(Stage::QueueWait, waited);
                 }
                 received
             }
         };
         match caller(job.request.deadline, &job.reply, false) {
-            Caller::Waiting => {
-                let mut job = job;
-                job.request.timings.queue_wait = job.enqueued.elapsed();
-                return Ok(job);
-            }
+            Caller::Waiting => return Ok(job),
             gone => job.drop_unrun(engine, gone),
         }
     }
@@ -429,9 +437,13 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
     let mut requests = Vec::with_capacity(jobs.len());
     let mut replies = Vec::with_capacity(jobs.len());
     for job in jobs {
-        // All-or-nothing: a rejected input fails its request alone.
+        // All-or-nothing: a rejected input fails its request alone, unless
+        // its caller has gone meanwhile (then that is what is counted).
         if let Some(e) = job.request.rejected() {
-            job.reply.send(Err(engine.reject(e)));
+            match caller(job.request.deadline, &job.reply, true) {
+                Caller::Waiting => job.reply.send(Err(engine.reject(e))),
+                gone => job.drop_unrun(engine, gone),
+            }
             continue;
         }
         let Job { request, reply, .. } = job;

@@ -31,6 +31,9 @@ impl Engine {
         run: SlotMask,
         rec: Option<&PipelineMetrics>,
     ) -> usize {
+        if items.iter().all(|it| it.error.is_some()) {
+            return 0; // nothing to tokenize, nothing to time
+        }
         let start = Instant::now();
         let texts: Vec<&str> = items
             .iter()
@@ -142,8 +145,6 @@ impl Engine {
         tokens
     }
 
-    /// Runs every slot in `run` (and fusion when `fuse`) over the valid
-    /// items, sorted by length, in chunks of at most `max_batch_size` items
     /// Runs every slot in `run` (and fusion when `fuse`) over the valid
     /// items, sorted by length, in chunks of at most `max_batch_size` items
     /// and `max_forward_tokens` padded tokens. Records the batch (its valid

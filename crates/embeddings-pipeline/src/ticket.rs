@@ -57,6 +57,7 @@ impl Reply {
     pub(crate) fn send(self, answer: Answer) {
         let mut state = self.shared.lock();
         state.answer = Some(answer);
+        state.committed = true;
         // `Drop` does the rest (closing and waking).
     }
 
@@ -82,6 +83,8 @@ impl Drop for Reply {
         let waker = {
             let mut state = self.shared.lock();
             state.closed = true;
+            // Answered, or gone without answering (`WorkerLost`): decided.
+            state.committed = true;
             state.waker.take()
         };
         self.shared.ready.notify_all();
@@ -150,7 +153,8 @@ impl EmbedTicket {
     }
 
     /// `true` once the pipeline has decided the answer and counted it (it
-    /// arrives within microseconds). A caller with its own timer should,
+    /// arrives as soon as the worker has cached it and sent it, without
+    /// further computation). A caller with its own timer should,
     /// when the timer fires on a committed ticket, await the answer instead
     /// of reporting a timeout: otherwise it would report a timeout for a
     /// request the pipeline counted as served.

@@ -380,6 +380,9 @@ async fn run_pipeline(
         .submit(inputs, options)
         .map_err(|e| pipeline_error(id, &e))?;
     let result = tokio::select! {
+        // The answer first: one that is ready wins over a deadline that
+        // passed meanwhile (it was counted as served).
+        biased;
         result = &mut ticket => result,
         () = tokio::time::sleep_until(deadline) => {
             if ticket.is_committed() {

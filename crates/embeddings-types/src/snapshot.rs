@@ -48,13 +48,16 @@ pub struct HistogramSnapshot {
 /// What the recorder knows about one model slot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelSnapshot {
-    /// Requests routed to this slot.
+    /// Inputs this slot computed (cache hits are not slot requests).
     pub requests: u64,
-    /// Requests to this slot that failed (any kind, timeouts included).
+    /// Failures attributed to this slot (any kind): a failure that served
+    /// several slots counts once for each of them.
     pub failures: u64,
-    /// Requests to this slot that timed out (also counted in `failures`).
+    /// Failures of kind `timeout` attributed to this slot (also in
+    /// `failures`). The pipeline counts timeouts per request, not per slot,
+    /// so from it this stays 0; a caller may attribute its own.
     pub timeouts: u64,
-    /// Failures of this slot by kind.
+    /// Failures attributed to this slot, by kind.
     pub errors_by_kind: BTreeMap<ErrorKind, u64>,
     /// Exponential moving average of this slot's latency, µs.
     pub avg_latency_us: u64,
