@@ -397,6 +397,40 @@ impl Default for FusionConfig {
 pub const MAX_WORKERS: usize = 64;
 /// The longest `[batching] max_wait_ms` accepted (one second).
 pub const MAX_WAIT_MS: u64 = 1000;
+/// Upper bound of `max_batch_size` and `batching.max_batch_size` (items).
+pub const MAX_ITEMS: usize = 4096;
+/// Upper bound of `max_forward_tokens` and `batching.max_batch_tokens`.
+pub const MAX_TOKENS: usize = 1 << 22;
+/// Upper bound of `batching.queue_capacity` (requests).
+pub const MAX_QUEUE: usize = 1 << 16;
+/// Upper bound of `cache.max_bytes` (1 TiB).
+pub const MAX_CACHE_BYTES: u64 = 1 << 40;
+/// Upper bound of every configured vector width (`hdc.dim`, `fusion.dim`,
+/// `fusion.sparse_hash_dim`, `late_interaction.project_dim`,
+/// `temporal.positional_dim`).
+pub const MAX_DIM: usize = 1 << 16;
+/// Upper bound of a model's `max_seq_length` (tokens).
+pub const MAX_SEQ: usize = 1 << 16;
+
+/// Checks that setting `key` (`value`) lies in `range`: the one place a
+/// numeric setting's range is checked, so every refusal names the key, the
+/// value and the range.
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), LoadError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(LoadError::OutOfRange {
+            key: key.to_owned(),
+            value: value.to_string(),
+            min: range.start().to_string(),
+            max: range.end().to_string(),
+        })
+    }
+}
 
 impl PipelineConfig {
     /// Items a worker gathers into one batch (`[batching] max_batch_size`,
@@ -471,18 +505,64 @@ impl PipelineConfig {
         models
     }
 
+    /// Every numeric setting against its documented range (the ranges are
+    /// listed in the crate docs): wide enough for any real deployment,
+    /// narrow enough that no product of them overflows or asks for an
+    /// allocation that cannot succeed.
+    fn check_ranges(&self) -> Result<(), LoadError> {
+        let (t, b, f) = (&self.temporal, &self.batching, &self.fusion);
+        in_range("max_batch_size", self.max_batch_size, 1..=MAX_ITEMS)?;
+        in_range(
+            "max_forward_tokens",
+            self.max_forward_tokens,
+            1..=MAX_TOKENS,
+        )?;
+        in_range("batching.queue_capacity", b.queue_capacity, 1..=MAX_QUEUE)?;
+        if let Some(n) = b.max_batch_size {
+            in_range("batching.max_batch_size", n, 1..=MAX_ITEMS)?;
+        }
+        in_range(
+            "batching.max_batch_tokens",
+            b.max_batch_tokens,
+            1..=MAX_TOKENS,
+        )?;
+        in_range("batching.workers", b.workers, 1..=MAX_WORKERS)?;
+        in_range("batching.max_wait_ms", b.max_wait_ms, 0..=MAX_WAIT_MS)?;
+        in_range("cache.max_bytes", self.cache.max_bytes, 0..=MAX_CACHE_BYTES)?;
+        in_range(
+            "temporal.half_lives_hours (entries)",
+            t.half_lives_hours.len(),
+            1..=64,
+        )?;
+        in_range(
+            "temporal.periodic_harmonics",
+            t.periodic_harmonics,
+            1..=1024,
+        )?;
+        in_range("temporal.positional_dim", t.positional_dim, 2..=MAX_DIM)?;
+        in_range("hdc.dim", self.hdc.dim, 1..=MAX_DIM)?;
+        in_range("hdc.max_ngram", self.hdc.max_ngram, 1..=8)?;
+        if let Some(d) = self.late_interaction.project_dim {
+            in_range("late_interaction.project_dim", d, 1..=MAX_DIM)?;
+        }
+        in_range("fusion.dim", f.dim, 1..=MAX_DIM)?;
+        in_range("fusion.sparse_hash_dim", f.sparse_hash_dim, 1..=MAX_DIM)?;
+        in_range("fusion.top_k", f.top_k, 1..=ModelId::COUNT)?;
+        for (name, src) in self.models_with_default() {
+            if let Some(n) = src.max_seq_length {
+                in_range(&format!("models.{name}.max_seq_length"), n, 1..=MAX_SEQ)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every cross-field rule.
     ///
     /// # Errors
     /// [`LoadError::Config`] naming the first broken rule and its fix.
     pub fn validate(&self) -> Result<(), LoadError> {
         let bad = |m: String| Err(LoadError::Config(m));
-        if self.max_batch_size == 0 {
-            return bad("`max_batch_size` must be at least 1".into());
-        }
-        if self.max_forward_tokens == 0 {
-            return bad("`max_forward_tokens` must be at least 1".into());
-        }
+        self.check_ranges()?;
         let models = self.models_with_default();
         for (name, src) in &models {
             match (&src.path, &src.hf_repo) {
@@ -497,11 +577,6 @@ impl PipelineConfig {
                     ));
                 }
                 _ => {}
-            }
-            if src.max_seq_length == Some(0) {
-                return bad(format!(
-                    "model `{name}`: `max_seq_length` must be at least 1"
-                ));
             }
         }
         for (id, slot) in &self.slots {
@@ -545,49 +620,16 @@ impl PipelineConfig {
                 "`temporal.half_lives_hours` must be a non-empty list of positive numbers".into(),
             );
         }
-        if t.periodic_harmonics == 0 {
-            return bad("`temporal.periodic_harmonics` must be at least 1".into());
-        }
         if t.positional_dim == 0 || !t.positional_dim.is_multiple_of(2) {
             return bad("`temporal.positional_dim` must be a positive even number".into());
         }
         if !t.positional_base.is_finite() || t.positional_base <= 1.0 {
             return bad("`temporal.positional_base` must be a finite number above 1".into());
         }
-        if self.hdc.dim == 0 || self.hdc.max_ngram == 0 {
-            return bad("`hdc.dim` and `hdc.max_ngram` must be at least 1".into());
-        }
-        if self.late_interaction.project_dim == Some(0) {
-            return bad("`late_interaction.project_dim` must be at least 1 (or absent)".into());
-        }
         let f = &self.fusion;
-        if f.dim == 0 || f.sparse_hash_dim == 0 {
-            return bad("`fusion.dim` and `fusion.sparse_hash_dim` must be at least 1".into());
-        }
-        if f.top_k == 0 || f.top_k > ModelId::COUNT {
-            return bad(format!("`fusion.top_k` must be in 1..={}", ModelId::COUNT));
-        }
         if let Some((id, w)) = f.weights.iter().find(|(_, w)| !w.is_finite() || **w < 0.0) {
             return bad(format!(
                 "`fusion.weights.{id}` is {w}; weights must be finite and non-negative"
-            ));
-        }
-        let b = &self.batching;
-        if b.queue_capacity == 0 {
-            return bad("`batching.queue_capacity` must be at least 1".into());
-        }
-        if b.max_batch_size == Some(0) {
-            return bad("`batching.max_batch_size` must be at least 1 (or absent)".into());
-        }
-        if b.max_batch_tokens == 0 {
-            return bad("`batching.max_batch_tokens` must be at least 1".into());
-        }
-        if b.workers == 0 || b.workers > MAX_WORKERS {
-            return bad(format!("`batching.workers` must be in 1..={MAX_WORKERS}"));
-        }
-        if b.max_wait_ms > MAX_WAIT_MS {
-            return bad(format!(
-                "`batching.max_wait_ms` must be at most {MAX_WAIT_MS} (a longer wait only adds latency)"
             ));
         }
         self.health

@@ -143,6 +143,18 @@ pub enum LoadError {
     /// The pipeline configuration is invalid.
     #[error("invalid pipeline configuration: {0}")]
     Config(String),
+    /// A numeric setting is outside its documented range.
+    #[error("`{key}` is {value}, outside its range {min}..={max}; set a value in that range")]
+    OutOfRange {
+        /// The setting, e.g. `batching.queue_capacity`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The smallest value allowed.
+        min: String,
+        /// The largest value allowed.
+        max: String,
+    },
     /// The requested device cannot be used.
     #[error("device unavailable: {0}")]
     DeviceUnavailable(String),

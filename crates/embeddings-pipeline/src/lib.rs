@@ -116,6 +116,20 @@
 //! max_error_rate_per_minute = 10.0
 //! ```
 //!
+//! Every numeric key has a range, checked at build time
+//! ([`LoadError::OutOfRange`] names the key, the value and the range):
+//! `max_batch_size` and `batching.max_batch_size` 1..=[`MAX_ITEMS`];
+//! `max_forward_tokens` and `batching.max_batch_tokens` 1..=[`MAX_TOKENS`];
+//! `batching.queue_capacity` 1..=[`MAX_QUEUE`]; `batching.workers`
+//! 1..=[`MAX_WORKERS`]; `batching.max_wait_ms` 0..=[`MAX_WAIT_MS`];
+//! `cache.max_bytes` 0..=[`MAX_CACHE_BYTES`]; `hdc.dim`, `fusion.dim`,
+//! `fusion.sparse_hash_dim`, `late_interaction.project_dim` 1..=[`MAX_DIM`],
+//! `temporal.positional_dim` 2..=[`MAX_DIM`] (even); `hdc.max_ngram` 1..=8;
+//! `temporal.periodic_harmonics` 1..=1024; up to 64 half-lives;
+//! `fusion.top_k` 1..=12; `models.*.max_seq_length` 1..=[`MAX_SEQ`]. A
+//! model's `config.json` is held to ranges too (e.g. `num_hidden_layers`
+//! 1..=256, `hidden_size` 1..=16384).
+//!
 //! # Serving
 //! - [`EmbeddingPipeline::submit`] validates, answers cache hits, and queues
 //!   the rest for the batch workers; it never waits for queue space (a full
@@ -222,8 +236,9 @@ pub use builder::PipelineBuilder;
 pub use config::{
     BatchingConfig, CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MAX_FORWARD_TOKENS, DEFAULT_MODEL,
     DEFAULT_MODEL_DIR, DeviceKind, EmptyTextPolicy, FusionConfig, HdcConfig, InputConfig,
-    LateInteractionConfig, MAX_WAIT_MS, MAX_WORKERS, ModelSource, PipelineConfig, Pooling,
-    SlotConfig, TemporalConfig, TruncationPolicy, is_transformer_slot,
+    LateInteractionConfig, MAX_CACHE_BYTES, MAX_DIM, MAX_ITEMS, MAX_QUEUE, MAX_SEQ, MAX_TOKENS,
+    MAX_WAIT_MS, MAX_WORKERS, ModelSource, PipelineConfig, Pooling, SlotConfig, TemporalConfig,
+    TruncationPolicy, is_transformer_slot,
 };
 pub use device::cuda_driver_present;
 pub use embeddings_health::{HealthPolicySpec, HealthReport};

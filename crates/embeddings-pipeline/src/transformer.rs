@@ -10,7 +10,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 
 use crate::bert::BertEncoder;
-use crate::config::{ModelSource, Pooling};
+use crate::config::{ModelSource, Pooling, in_range};
 use crate::error::LoadError;
 
 /// A dense head reading the trunk output.
@@ -112,24 +112,31 @@ impl Checkpoint {
             path: config_path.clone(),
             reason,
         };
-        if config.hidden_size == 0
-            || config.num_attention_heads == 0
-            || !config
-                .hidden_size
-                .is_multiple_of(config.num_attention_heads)
+        // Every field we read, in a range no real BERT-family checkpoint
+        // leaves and no product of which overflows.
+        for (key, value, range) in [
+            ("hidden_size", config.hidden_size, 1..=16_384),
+            ("num_attention_heads", config.num_attention_heads, 1..=256),
+            ("num_hidden_layers", config.num_hidden_layers, 1..=256),
+            ("intermediate_size", config.intermediate_size, 1..=65_536),
+            ("vocab_size", config.vocab_size, 1..=1 << 21),
+            (
+                "max_position_embeddings",
+                config.max_position_embeddings,
+                2..=1 << 16,
+            ),
+            ("type_vocab_size", config.type_vocab_size, 1..=16),
+        ] {
+            in_range(key, value, range).map_err(|e| bad(e.to_string()))?;
+        }
+        if !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
         {
             return Err(bad(format!(
                 "hidden_size {} must be a positive multiple of num_attention_heads {}",
                 config.hidden_size, config.num_attention_heads
             )));
-        }
-        if config.vocab_size == 0
-            || config.max_position_embeddings < 2
-            || config.type_vocab_size == 0
-        {
-            return Err(bad(
-                "vocab_size, type_vocab_size and max_position_embeddings must be positive".into(),
-            ));
         }
         let st_path = dir.join("sentence_bert_config.json");
         let st_max = if st_path.is_file() {

@@ -463,7 +463,10 @@ fn configuration_is_validated() {
     ];
     for (text, needle) in bad {
         let err = PipelineConfig::from_toml_str(text).unwrap_err();
-        assert!(matches!(err, LoadError::Config(_)));
+        assert!(
+            matches!(err, LoadError::Config(_) | LoadError::OutOfRange { .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains(needle), "{text}: {err}");
     }
     let doc_example = r#"
@@ -535,5 +538,87 @@ fn no_slot_and_cuda_without_feature_are_typed_errors() {
             .build()
             .unwrap_err();
         assert!(matches!(err, LoadError::DeviceUnavailable(_)), "{err}");
+    }
+}
+
+#[test]
+fn every_numeric_key_is_held_to_its_range_with_a_typed_error() {
+    // Values that once panicked the loader (a preallocating queue) or
+    // wrapped multiplications: refused at build time, naming key and range.
+    let huge = 9_000_000_000_000_000_000_u64;
+    for (text, key) in [
+        (
+            format!("[batching]\nqueue_capacity = {huge}"),
+            "batching.queue_capacity",
+        ),
+        (format!("max_batch_size = {huge}"), "max_batch_size"),
+        (format!("max_forward_tokens = {huge}"), "max_forward_tokens"),
+        (format!("[hdc]\ndim = {huge}"), "hdc.dim"),
+        ("[hdc]\nmax_ngram = 99".to_owned(), "hdc.max_ngram"),
+        (format!("[fusion]\ndim = {huge}"), "fusion.dim"),
+        (
+            format!("[fusion]\nsparse_hash_dim = {huge}"),
+            "fusion.sparse_hash_dim",
+        ),
+        (
+            format!("[late_interaction]\nproject_dim = {huge}"),
+            "late_interaction.project_dim",
+        ),
+        (
+            format!("[temporal]\nperiodic_harmonics = {huge}"),
+            "temporal.periodic_harmonics",
+        ),
+        (
+            format!("[temporal]\npositional_dim = {huge}"),
+            "temporal.positional_dim",
+        ),
+        (format!("[cache]\nmax_bytes = {huge}"), "cache.max_bytes"),
+        (
+            format!("[models.default]\npath = \"m\"\nmax_seq_length = {huge}"),
+            "models.default.max_seq_length",
+        ),
+    ] {
+        let err = PipelineConfig::from_toml_str(&text).unwrap_err();
+        let LoadError::OutOfRange {
+            key: got, value, ..
+        } = &err
+        else {
+            panic!("{text}: expected OutOfRange, got {err:?}");
+        };
+        assert_eq!(got, key, "{text}");
+        assert!(text.contains(value.as_str()), "{text}: {value}");
+        let message = err.to_string();
+        assert!(
+            message.contains(key) && message.contains("..="),
+            "{message}"
+        );
+    }
+    // The defaults are inside every range.
+    PipelineConfig::default().validate().unwrap();
+}
+
+#[test]
+fn a_model_config_json_outside_its_ranges_is_a_typed_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    write_tiny_bert(&dir, 8);
+    let path = dir.join("config.json");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (field, value) in [
+        ("num_hidden_layers", 1_000_000_u64),
+        ("hidden_size", 1 << 40),
+        ("intermediate_size", 1 << 40),
+        ("vocab_size", 0),
+    ] {
+        let mut c = config.clone();
+        c[field] = serde_json::json!(value);
+        std::fs::write(&path, c.to_string()).unwrap();
+        let e = failure_of(&dir);
+        assert!(
+            matches!(e, LoadError::BadModelConfig { .. }),
+            "{field}: {e:?}"
+        );
+        assert!(e.to_string().contains(field), "{field}: {e}");
     }
 }
