@@ -180,6 +180,9 @@ pub enum LoadError {
         /// Why it failed.
         reason: Box<LoadError>,
     },
+    /// Loading stopped unexpectedly (a panic inside the loader: a bug).
+    #[error("loading stopped unexpectedly: {0}; this is a bug, please report it with the log")]
+    Internal(String),
     /// Every enabled slot failed to load (or none is enabled).
     #[error("no slot could be loaded: {0}")]
     NoSlotLoaded(String),

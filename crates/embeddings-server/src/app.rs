@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -260,9 +260,29 @@ async fn read_body(
     state: &AppState,
     id: &RequestId,
     deadline: tokio::time::Instant,
-    body: Body,
+    request: Request,
 ) -> Result<Bytes, ApiError> {
     let limit = state.limits.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            id,
+            format!(
+                "the body is larger than {limit} bytes; send fewer or shorter inputs per request"
+            ),
+        )
+    };
+    // A declared length over the limit is refused at once, before any of
+    // the body is read (a client cannot hold the connection by trickling it).
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let body = request.into_body();
     match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::new(
             ErrorKind::RequestTimeout,
@@ -273,16 +293,10 @@ async fn read_body(
             ),
         )),
         Ok(Err(e)) => {
-            let too_large = std::iter::successors(std::error::Error::source(&e), |s| s.source())
+            let over = std::iter::successors(std::error::Error::source(&e), |s| s.source())
                 .any(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                Err(ApiError::new(
-                    ErrorKind::PayloadTooLarge,
-                    id,
-                    format!(
-                        "the body is larger than {limit} bytes; send fewer or shorter inputs per request"
-                    ),
-                ))
+            if over {
+                Err(too_large())
             } else {
                 Err(ApiError::new(
                     ErrorKind::MalformedJson,
@@ -466,7 +480,7 @@ pub(crate) fn json_response<T: Serialize>(
 async fn embed(State(state): State<Arc<AppState>>, request: Request) -> Result<Response, ApiError> {
     let id = request_id(request.extensions());
     let deadline = state.limits.deadline();
-    let bytes = read_body(&state, &id, deadline, request.into_body()).await?;
+    let bytes = read_body(&state, &id, deadline, request).await?;
     let body: EmbedRequest = parse_json(&id, &bytes)?;
     let texts = body.inputs.into_vec();
     check_inputs(&state, &id, &texts)?;
@@ -526,7 +540,7 @@ async fn openai_embeddings(
 ) -> Result<Response, ApiError> {
     let id = request_id(request.extensions());
     let deadline = state.limits.deadline();
-    let bytes = read_body(&state, &id, deadline, request.into_body()).await?;
+    let bytes = read_body(&state, &id, deadline, request).await?;
     let body: OpenAiRequest = parse_json(&id, &bytes)?;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -557,6 +571,26 @@ async fn openai_embeddings(
     };
     let texts = body.input.into_vec();
     check_inputs(&state, &id, &texts)?;
+    // `dimensions` is checked against the output's width before any work.
+    if let (Some(d), Some(pipeline)) = (body.dimensions, state.ready()) {
+        let registry = pipeline.describe();
+        let width = match slot {
+            None => registry.fusion.as_ref().map(|f| f.dim),
+            Some(m) => registry.slot(m).dim,
+        };
+        if let Some(width) = width
+            && (d == 0 || d > width)
+        {
+            return Err(ApiError::new(
+                ErrorKind::Validation,
+                &id,
+                format!(
+                    "dimensions must be between 1 and {width} for {}",
+                    body.model
+                ),
+            ));
+        }
+    }
     let options = EmbedOptions {
         slots: Some(slot.into_iter().collect()),
         fused: slot.is_none(),

@@ -53,11 +53,28 @@ pub struct Args {
     #[arg(long, env = "EMBEDDINGS_MAX_INPUT_CHARS", default_value_t = 16_384)]
     pub max_input_chars: usize,
 
-    /// Seconds a request may take in total, reading the body included (then 408 or 504).
-    #[arg(long, env = "EMBEDDINGS_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    /// Seconds a request may take in total, reading the body included (then
+    /// 408 or 504); 1 to 3600.
+    #[arg(
+        long,
+        env = "EMBEDDINGS_REQUEST_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
     pub request_timeout_secs: u64,
 
-    /// Seconds to let in-flight requests finish after SIGTERM / SIGINT.
-    #[arg(long, env = "EMBEDDINGS_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    /// Seconds to let in-flight requests finish after SIGTERM / SIGINT; 0 to 3600.
+    #[arg(
+        long,
+        env = "EMBEDDINGS_SHUTDOWN_GRACE_SECS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(0..=3600)
+    )]
     pub shutdown_grace_secs: u64,
+
+    /// Exit with a non-zero status when the pipeline fails to load (for
+    /// supervisors that restart on exit), instead of serving 503 with the
+    /// reason on `/health`, `/readyz` and `/startupz`.
+    #[arg(long, env = "EMBEDDINGS_EXIT_ON_LOAD_FAILURE")]
+    pub exit_on_load_failure: bool,
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use embeddings_metrics::{MemoryGauge, PipelineMetrics};
-use embeddings_pipeline::{EmbeddingPipeline, PipelineConfig};
+use embeddings_pipeline::{EmbeddingPipeline, LoadError, PipelineConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -31,6 +31,9 @@ pub enum ServeError {
     /// The metric families could not be built (a bug).
     #[error("could not set up metrics: {0}")]
     Metrics(#[from] embeddings_metrics::MetricsError),
+    /// The pipeline failed to load and `--exit-on-load-failure` was given.
+    #[error("the pipeline failed to load: {0}")]
+    Load(LoadError),
 }
 
 fn init_logging(format: LogFormat) {
@@ -94,7 +97,7 @@ fn load(
             let policy = c
                 .health
                 .build()
-                .map_err(|e| embeddings_pipeline::LoadError::Config(format!("[health]: {e}")))?;
+                .map_err(|e| LoadError::Config(format!("[health]: {e}")))?;
             Ok((c, policy))
         });
         match parsed {
@@ -159,9 +162,23 @@ pub async fn run(args: Args) -> Result<(), ServeError> {
     let loader = Arc::clone(&state);
     let models_dir = args.models_dir.clone();
     let config = args.config.clone();
+    let load_failed = Arc::new(Notify::new());
+    let failed = Arc::clone(&load_failed);
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let loaded = load(&loader, models_dir, config.as_deref(), metrics);
+        // A panic while loading is a bug, but must not leave the server
+        // reporting "loading" forever: it becomes a load failure.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            load(&loader, models_dir, config.as_deref(), metrics)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            Loaded::Failed(LoadError::Internal(what))
+        });
         match &loaded {
             Loaded::Ready(_) => {
                 tracing::info!(seconds = started.elapsed().as_secs_f64(), "pipeline ready");
@@ -170,10 +187,15 @@ pub async fn run(args: Args) -> Result<(), ServeError> {
                 tracing::error!(error = %e, "the pipeline failed to load; embedding requests will get 503");
             }
         }
+        let is_failure = matches!(loaded, Loaded::Failed(_));
         let _ = loader.pipeline.set(loaded);
+        if is_failure {
+            failed.notify_one();
+        }
     });
     tokio::spawn(housekeeping(Arc::clone(&state)));
 
+    let state_for_exit = Arc::clone(&state);
     let draining = Arc::new(Notify::new());
     let notify = Arc::clone(&draining);
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
@@ -181,10 +203,22 @@ pub async fn run(args: Args) -> Result<(), ServeError> {
         notify.notify_one();
     });
     let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let exit_on_failure = async {
+        if args.exit_on_load_failure {
+            load_failed.notified().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         result = server => result?,
         () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; exiting anyway");
+        }
+        () = exit_on_failure => {
+            if let Some(Loaded::Failed(e)) = state_for_exit.pipeline.get() {
+                return Err(ServeError::Load(e.clone()));
+            }
         }
     }
     tracing::info!("stopped");

@@ -1,0 +1,146 @@
+//! Limits that protect the service from careless or hostile input: declared
+//! oversize bodies, out-of-range configuration and flags, a failed load.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failure is a failed test"
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, sample};
+
+#[test]
+fn a_declared_oversize_body_is_refused_before_it_is_sent() {
+    let server = Server::start_ready(&["--max-body-bytes", "1024"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // Declares 64 MiB and sends 10 bytes: the answer must not wait for the rest.
+    write!(
+        stream,
+        "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 67108864\r\n\r\n{{\"input\":"
+    )
+    .unwrap();
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    drop(stream);
+    let text = server.get("/metrics").text();
+    assert_eq!(
+        sample(
+            &text,
+            "embeddings_http_requests_total{endpoint=\"openai_embeddings\",code=\"413\"}"
+        ),
+        Some(1.0),
+        "counted once"
+    );
+}
+
+#[test]
+fn openai_dimensions_are_checked_before_any_work() {
+    let server = Server::start_ready(&[]);
+    let r = server.post_json(
+        "/v1/embeddings",
+        r#"{"input": "hello", "model": "semantic", "dimensions": 100000}"#,
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("between 1 and 384"), "{}", r.text());
+    let text = server.get("/metrics").text();
+    assert_eq!(sample(&text, "embeddings_cache_misses_total"), Some(0.0));
+    assert_eq!(sample(&text, "embeddings_generated_total"), Some(0.0));
+}
+
+#[test]
+fn out_of_range_flags_are_refused_by_name() {
+    for (flag, value) in [
+        ("--request-timeout-secs", "18446744073709551615"),
+        ("--request-timeout-secs", "0"),
+        ("--shutdown-grace-secs", "999999"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_embeddings-server"))
+            .args(["--bind", "127.0.0.1:0", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+}
+
+#[test]
+fn a_failed_load_is_reported_and_can_stop_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("huge.toml");
+    std::fs::write(
+        &config,
+        "[batching]\nqueue_capacity = 9000000000000000000\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    // Without the flag: the server stays up, not ready, and says why.
+    let server = Server::start(&["--config", config]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let info = loop {
+        let info = server.get("/info").json();
+        if info["state"] == "failed" {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "{info}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let reason = info["load_error"].as_str().unwrap();
+    assert!(
+        reason.contains("batching.queue_capacity") && reason.contains("65536"),
+        "{reason}"
+    );
+    assert_eq!(server.get("/readyz").status, 503);
+    let health = server.get("/health");
+    assert_eq!(health.status, 503);
+    assert!(
+        health.text().contains("queue_capacity"),
+        "{}",
+        health.text()
+    );
+    let embed = server.post_json("/embed", r#"{"inputs": ["x"]}"#);
+    assert_eq!(embed.status, 503);
+    assert!(embed.text().contains("queue_capacity"), "{}", embed.text());
+
+    // With it: the process exits non-zero with the reason.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_embeddings-server"))
+        .args(["--bind", "127.0.0.1:0", "--exit-on-load-failure"])
+        .args(["--config", config])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit after its load failed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("queue_capacity"), "{stderr}");
+}
