@@ -29,6 +29,7 @@ use embeddings_types::ModelId;
 use serde::Serialize;
 
 use crate::api::{self, EmbedRequest, OpenAiRequest};
+use crate::auth::ApiKeys;
 use crate::cli::Args;
 use crate::error::{ApiError, ErrorKind};
 use crate::http_metrics::{ENDPOINTS, HttpMetrics, endpoint_index};
@@ -95,6 +96,10 @@ pub struct AppState {
     pub policy: OnceLock<HealthPolicy>,
     /// When the server started.
     pub started: Instant,
+    /// The API keys; `None`: the server is open.
+    pub auth: Option<ApiKeys>,
+    /// Whether `/metrics`, `/health` and `/info` need the key too.
+    pub protect_observability: bool,
     /// The server's own heartbeat (µs since the Unix epoch; `i64::MIN`:
     /// none yet), ticked by the housekeeping task (`serve.rs`): while the
     /// pipeline loads, liveness is judged by it.
@@ -118,6 +123,8 @@ impl AppState {
             policy: OnceLock::new(),
             started: Instant::now(),
             heartbeat_us: AtomicI64::new(i64::MIN),
+            auth: None,
+            protect_observability: false,
         })
     }
 
@@ -192,10 +199,44 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
+            require_key,
+        ))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
             count_requests,
         ))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
+}
+
+/// Refuses (401) a protected route without an accepted API key. Inside the
+/// request counter, so each refusal is counted once, as `code="401"`.
+async fn require_key(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(keys) = &state.auth {
+        let protected = match request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str)
+        {
+            Some("/embed" | "/v1/embeddings") => true,
+            Some("/metrics" | "/health" | "/info") => state.protect_observability,
+            _ => false,
+        };
+        if protected && !keys.allows(request.headers()) {
+            let id = request_id(request.extensions());
+            let mut response = ApiError::new(
+                ErrorKind::Unauthorized,
+                &id,
+                "this route needs an API key: send `Authorization: Bearer KEY` with a key the server was started with (--api-key / EMBEDDINGS_API_KEY)",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
 }
 
 /// Counts every answered request exactly once, by endpoint and status.

@@ -72,6 +72,28 @@ pub struct Args {
     )]
     pub shutdown_grace_secs: u64,
 
+    /// An API key clients must send as `Authorization: Bearer KEY` on the
+    /// embedding routes; repeat the flag (or separate with commas in
+    /// `EMBEDDINGS_API_KEY`) for several. At least 16 characters. No key:
+    /// the server is open to whoever reaches its port.
+    #[arg(
+        long = "api-key",
+        env = "EMBEDDINGS_API_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// A file of API keys, one per line (`#` comments and blank lines
+    /// skipped), in addition to `--api-key`.
+    #[arg(long, env = "EMBEDDINGS_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Also require the key on `/metrics`, `/health` and `/info` (the
+    /// probes `/livez`, `/readyz`, `/startupz` always stay open).
+    #[arg(long, env = "EMBEDDINGS_PROTECT_OBSERVABILITY")]
+    pub protect_observability: bool,
+
     /// Exit with a non-zero status when the pipeline fails to load (for
     /// supervisors that restart on exit), instead of serving 503 with the
     /// reason on `/health`, `/readyz` and `/startupz`.

@@ -32,6 +32,9 @@ pub enum ErrorKind {
     Timeout,
     /// 500: a failure inside the pipeline; the message says which.
     Internal,
+    /// 401: the route needs an API key (`Authorization: Bearer KEY`) and
+    /// none, or a wrong one, was sent.
+    Unauthorized,
 }
 
 impl ErrorKind {
@@ -49,6 +52,7 @@ impl ErrorKind {
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -66,6 +70,7 @@ impl ErrorKind {
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
             Self::Internal => "internal",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }

@@ -25,7 +25,9 @@ pub const ENDPOINTS: [&str; 9] = [
 ];
 
 /// The status codes the server answers with, as they appear in the `code` label.
-pub const CODES: [u16; 12] = [200, 400, 404, 405, 408, 413, 422, 429, 500, 503, 504, 0];
+pub const CODES: [u16; 13] = [
+    200, 400, 401, 404, 405, 408, 413, 422, 429, 500, 503, 504, 0,
+];
 
 /// Index of `code` in [`CODES`]; unknown codes go to the last slot (`code="other"`).
 fn code_index(code: u16) -> usize {

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod http_metrics;

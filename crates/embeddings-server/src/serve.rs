@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::app::{AppState, Limits, Loaded, router};
+use crate::auth::ApiKeys;
 use crate::cli::{Args, LogFormat};
 use crate::process::ProcessStats;
 
@@ -31,6 +32,9 @@ pub enum ServeError {
     /// The metric families could not be built (a bug).
     #[error("could not set up metrics: {0}")]
     Metrics(#[from] embeddings_metrics::MetricsError),
+    /// The API keys could not be read, or one is too short.
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// The pipeline failed to load and `--exit-on-load-failure` was given.
     #[error("the pipeline failed to load: {0}")]
     Load(LoadError),
@@ -144,10 +148,13 @@ async fn housekeeping(state: Arc<AppState>) {
 pub async fn run(args: Args) -> Result<(), ServeError> {
     init_logging(args.log_format);
     let metrics = Arc::new(PipelineMetrics::new());
-    let state = Arc::new(AppState::new(
-        Limits::from_args(&args),
-        Arc::clone(&metrics),
-    )?);
+    let mut state = AppState::new(Limits::from_args(&args), Arc::clone(&metrics))?;
+    state.auth = ApiKeys::load(&args.api_keys, args.api_key_file.as_deref())?;
+    state.protect_observability = args.protect_observability;
+    if state.auth.is_none() && !args.bind.ip().is_loopback() {
+        tracing::warn!(addr = %args.bind, "listening beyond loopback without an API key: anyone who reaches this port can embed (set --api-key)");
+    }
+    let state = Arc::new(state);
 
     let listener = TcpListener::bind(args.bind)
         .await

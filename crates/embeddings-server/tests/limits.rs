@@ -144,3 +144,66 @@ fn a_failed_load_is_reported_and_can_stop_the_process() {
         .unwrap();
     assert!(stderr.contains("queue_capacity"), "{stderr}");
 }
+
+#[test]
+fn api_keys_guard_the_embedding_routes_and_probes_stay_open() {
+    let key = "test-key-0123456789abcdef";
+    let server = Server::start_ready(&["--api-key", key, "--protect-observability"]);
+    let body = br#"{"inputs": ["hello"]}"#;
+    let embed = |auth: Option<&str>| {
+        let mut headers = vec![("content-type", "application/json")];
+        let value;
+        if let Some(a) = auth {
+            value = a.to_owned();
+            headers.push(("authorization", &value));
+        }
+        common::request(server.addr, "POST", "/embed", &headers, body)
+    };
+    for auth in [None, Some("Bearer wrong-key-0123456789"), Some(key)] {
+        let r = embed(auth);
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.json()["kind"], "unauthorized");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+    let ok = embed(Some(&format!("Bearer {key}")));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    for probe in ["/livez", "/readyz", "/startupz"] {
+        assert_eq!(server.get(probe).status, 200, "{probe} stays open");
+    }
+    assert_eq!(server.get("/metrics").status, 401, "protected by the flag");
+    let metrics = common::request(
+        server.addr,
+        "GET",
+        "/metrics",
+        &[("authorization", &format!("Bearer {key}"))],
+        b"",
+    );
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    let code = |c: &str| {
+        sample(
+            &text,
+            &format!("embeddings_http_requests_total{{endpoint=\"embed\",code=\"{c}\"}}"),
+        )
+    };
+    assert_eq!(code("401"), Some(3.0), "each refusal counted once");
+    assert_eq!(code("200"), Some(1.0));
+    assert_eq!(sample(&text, "embeddings_inputs_served_total"), Some(1.0));
+    assert_eq!(
+        sample(&text, "embeddings_errors_total{kind=\"validation\"}"),
+        Some(0.0),
+        "a refused key never reaches the pipeline"
+    );
+}
+
+#[test]
+fn a_short_api_key_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_embeddings-server"))
+        .args(["--bind", "127.0.0.1:0", "--api-key", "short"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 16"), "{stderr}");
+}

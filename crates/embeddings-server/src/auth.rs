@@ -1,0 +1,156 @@
+//! API keys: `Authorization: Bearer KEY` on the embedding routes (and, with
+//! `--protect-observability`, on `/metrics`, `/health` and `/info`). The
+//! probes stay open, so an orchestrator needs no secret.
+//!
+//! Keys are held as SHA-256 digests and compared in constant time, so
+//! neither a key's bytes nor its length leak through timing; a key is never
+//! logged.
+
+use std::path::Path;
+
+use axum::http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
+
+/// The accepted keys, as digests.
+#[derive(Clone, Default)]
+pub struct ApiKeys {
+    digests: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys, not even their digests.
+        f.debug_struct("ApiKeys")
+            .field("keys", &self.digests.len())
+            .finish()
+    }
+}
+
+/// Why the keys could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The key file could not be read.
+    #[error("cannot read the API key file {path}: {source}; check the path and its permissions")]
+    File {
+        /// The file.
+        path: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// A key is shorter than the minimum.
+    #[error(
+        "an API key is {len} characters long; use at least {MIN_KEY_CHARS} (e.g. `openssl rand -hex 32`)"
+    )]
+    TooShort {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// The shortest key accepted: 16 characters (a guessable key is no key).
+pub const MIN_KEY_CHARS: usize = 16;
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
+impl ApiKeys {
+    /// The keys given on the command line (or `EMBEDDINGS_API_KEY`,
+    /// comma-separated) plus those in `file` (one per line; blank lines and
+    /// lines starting with `#` are skipped). `None` when there is none: the
+    /// server is open.
+    ///
+    /// # Errors
+    /// [`AuthError`] when the file cannot be read or a key is too short.
+    pub fn load(keys: &[String], file: Option<&Path>) -> Result<Option<Self>, AuthError> {
+        let mut all: Vec<String> = keys.iter().map(|k| k.trim().to_owned()).collect();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| AuthError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+            all.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        all.retain(|k| !k.is_empty());
+        if let Some(short) = all.iter().find(|k| k.chars().count() < MIN_KEY_CHARS) {
+            return Err(AuthError::TooShort {
+                len: short.chars().count(),
+            });
+        }
+        Ok((!all.is_empty()).then(|| Self {
+            digests: all.iter().map(|k| digest(k.as_bytes())).collect(),
+        }))
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer KEY` with an accepted
+    /// key. Every key is compared, whichever matches.
+    #[must_use]
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(presented) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+        else {
+            return false;
+        };
+        let presented = digest(presented.trim().as_bytes());
+        self.digests.iter().fold(false, |ok, key| {
+            ok | constant_time_eq::constant_time_eq_32(key, &presented)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    use super::{ApiKeys, AuthError};
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn keys_from_flags_and_file_match_only_as_bearer_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "# ops\n\nfile-key-0123456789\n").unwrap();
+        let keys = ApiKeys::load(&["flag-key-0123456789".into()], Some(&file))
+            .unwrap()
+            .unwrap();
+        assert!(keys.allows(&with("Bearer flag-key-0123456789")));
+        assert!(keys.allows(&with("Bearer file-key-0123456789")));
+        assert!(!keys.allows(&with("Bearer flag-key-012345678")));
+        assert!(!keys.allows(&with("flag-key-0123456789")));
+        assert!(!keys.allows(&with("Basic flag-key-0123456789")));
+        assert!(!keys.allows(&HeaderMap::new()));
+        assert!(!format!("{keys:?}").contains("key-0123"));
+    }
+
+    #[test]
+    fn no_key_is_an_open_server_and_short_or_unreadable_keys_are_errors() {
+        assert!(ApiKeys::load(&[], None).unwrap().is_none());
+        assert!(ApiKeys::load(&[" ".into()], None).unwrap().is_none());
+        assert!(matches!(
+            ApiKeys::load(&["short".into()], None),
+            Err(AuthError::TooShort { len: 5 })
+        ));
+        let missing = std::path::Path::new("/nonexistent/keys");
+        assert!(matches!(
+            ApiKeys::load(&[], Some(missing)),
+            Err(AuthError::File { .. })
+        ));
+    }
+}
