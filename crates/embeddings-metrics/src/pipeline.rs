@@ -131,7 +131,7 @@ impl Totals {
 
 /// Lock-free metrics for the embedding pipeline: counters, gauges, latency
 /// histograms, moving averages and windowed rates, read out as a
-/// [`MetricsSnapshot`] or as Prometheus / OpenMetrics text.
+/// [`MetricsSnapshot`](embeddings_types::MetricsSnapshot) or as Prometheus / OpenMetrics text.
 ///
 /// Share it behind an `Arc` (or use [`global`](crate::global)). Every
 /// recording method takes `&self`, never blocks, never allocates after the

@@ -72,6 +72,26 @@ pub struct Args {
     )]
     pub shutdown_grace_secs: u64,
 
+    /// Most connections open at once; more are closed as soon as accepted
+    /// (counted in `embeddings_http_connections_refused_total`).
+    #[arg(
+        long,
+        env = "EMBEDDINGS_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
+    pub max_connections: u64,
+
+    /// Seconds a client has to send a request's headers, and the longest a
+    /// keep-alive connection may stay idle; 1 to 3600.
+    #[arg(
+        long,
+        env = "EMBEDDINGS_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub header_read_timeout_secs: u64,
+
     /// An API key clients must send as `Authorization: Bearer KEY` on the
     /// embedding routes; repeat the flag (or separate with commas in
     /// `EMBEDDINGS_API_KEY`) for several. At least 16 characters. No key:

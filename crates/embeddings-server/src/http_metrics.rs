@@ -5,6 +5,8 @@
 //! only writer), so rejected requests are never double counted. Every series
 //! exists from the start at zero.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use embeddings_metrics::histogram::DEFAULT_PRECISION_BITS;
 use embeddings_metrics::{
     Counter, DEFAULT_LATENCY_BOUNDS_US, Encoder, ExportBounds, Family, Histogram, Labels,
@@ -55,6 +57,12 @@ pub struct HttpMetrics {
     endpoint_labels: Vec<Labels>,
     requests_family: Family,
     duration_family: Family,
+    /// Connections open now (accepted and not yet closed).
+    open: AtomicU64,
+    /// Connections closed at once because `--max-connections` were open.
+    refused: Counter,
+    open_family: Family,
+    refused_family: Family,
 }
 
 impl HttpMetrics {
@@ -97,6 +105,16 @@ impl HttpMetrics {
                 "Time from receiving a request to sending its response head, by endpoint.",
                 bounds,
             )?,
+            open: AtomicU64::new(0),
+            refused: Counter::new(),
+            open_family: Family::gauge(
+                &format!("{prefix}http_connections_open"),
+                "HTTP connections open now.",
+            )?,
+            refused_family: Family::counter(
+                &format!("{prefix}http_connections_refused"),
+                "Connections closed at once because --max-connections were already open.",
+            )?,
         })
     }
 
@@ -109,6 +127,17 @@ impl HttpMetrics {
         if let Some(h) = self.durations.get(endpoint) {
             h.record(micros);
         }
+    }
+
+    /// Counts one connection opened; the guard counts it closed.
+    pub fn connection_opened(&self) -> ConnectionGuard<'_> {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard { metrics: self }
+    }
+
+    /// Counts one connection refused for the connection limit.
+    pub fn connection_refused(&self) {
+        self.refused.inc();
     }
 
     /// The count for one endpoint and code (for tests and `/info`).
@@ -129,10 +158,32 @@ impl HttpMetrics {
                 family.counter(labels, counter.get())?;
             }
         }
-        let mut family = encoder.family(&self.duration_family)?;
-        for (histogram, labels) in self.durations.iter().zip(&self.endpoint_labels) {
-            family.histogram(labels, histogram)?;
+        {
+            let mut family = encoder.family(&self.duration_family)?;
+            for (histogram, labels) in self.durations.iter().zip(&self.endpoint_labels) {
+                family.histogram(labels, histogram)?;
+            }
         }
+        let none = Labels::empty();
+        encoder
+            .family(&self.open_family)?
+            .gauge(&none, self.open.load(Ordering::Relaxed))?;
+        encoder
+            .family(&self.refused_family)?
+            .counter(&none, self.refused.get())?;
         Ok(())
+    }
+}
+
+/// Counts a connection open while it lives; see [`HttpMetrics::connection_opened`].
+#[derive(Debug)]
+#[must_use = "the connection counts as closed when the guard is dropped"]
+pub struct ConnectionGuard<'a> {
+    metrics: &'a HttpMetrics,
+}
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.metrics.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

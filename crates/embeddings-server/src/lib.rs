@@ -28,6 +28,7 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod http_metrics;
+mod listen;
 mod ops;
 pub mod process;
 mod process_families;

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::app::{AppState, Limits, Loaded, router};
 use crate::auth::ApiKeys;
 use crate::cli::{Args, LogFormat};
+use crate::listen::{self, ConnectionLimits};
 use crate::process::ProcessStats;
 
 /// Why the server could not run.
@@ -203,13 +204,11 @@ pub async fn run(args: Args) -> Result<(), ServeError> {
     tokio::spawn(housekeeping(Arc::clone(&state)));
 
     let state_for_exit = Arc::clone(&state);
-    let draining = Arc::new(Notify::new());
-    let notify = Arc::clone(&draining);
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        notify.notify_one();
-    });
     let grace = Duration::from_secs(args.shutdown_grace_secs);
+    let limits = ConnectionLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs),
+    };
     let exit_on_failure = async {
         if args.exit_on_load_failure {
             load_failed.notified().await;
@@ -217,11 +216,9 @@ pub async fn run(args: Args) -> Result<(), ServeError> {
             std::future::pending::<()>().await;
         }
     };
+    let app = router(Arc::clone(&state));
     tokio::select! {
-        result = server => result?,
-        () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period; exiting anyway");
-        }
+        () = listen::serve(listener, app, Arc::clone(&state), limits, shutdown_signal(), grace) => {}
         () = exit_on_failure => {
             if let Some(Loaded::Failed(e)) = state_for_exit.pipeline.get() {
                 return Err(ServeError::Load(e.clone()));
