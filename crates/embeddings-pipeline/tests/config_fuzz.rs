@@ -76,8 +76,13 @@ proptest! {
         values in proptest::collection::vec((0..KEYS.len(), number()), 0..6),
     ) {
         let text = toml_of(&values);
-        let Ok(config) = PipelineConfig::from_toml_str(&text) else {
-            return Ok(()); // a typed error (unwrap_err would show it)
+        let parsed = PipelineConfig::from_toml_str(&text);
+        // i64::MAX is beyond every key's range: such a configuration is refused.
+        if values.iter().any(|&(_, v)| v == i64::MAX) {
+            prop_assert!(parsed.is_err(), "{text}");
+        }
+        let Ok(config) = parsed else {
+            return Ok(()); // a typed error
         };
         // Valid: it builds (built-in slots only, to stay fast) and embeds.
         let built = EmbeddingPipeline::builder()

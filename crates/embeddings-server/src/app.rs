@@ -184,23 +184,33 @@ impl AppState {
     }
 }
 
-/// Builds the router over `state`.
+/// Builds the router over `state`. The embedding routes (and, with
+/// `--protect-observability`, `/metrics`, `/health`, `/info`) sit behind the
+/// API-key check as whole sub-routers, so a route added to one of them is
+/// guarded without a list to update; the probes never are.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let guard = || middleware::from_fn_with_state(Arc::clone(&state), require_key);
+    let embedding = Router::new()
         .route("/embed", post(embed))
         .route("/v1/embeddings", post(openai_embeddings))
+        .route_layer(guard());
+    let mut observability = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/health", get(ops::health))
+        .route("/info", get(ops::info));
+    if state.protect_observability {
+        observability = observability.route_layer(guard());
+    }
+    let probes = Router::new()
         .route("/livez", get(ops::livez))
         .route("/readyz", get(ops::readyz))
-        .route("/startupz", get(ops::startupz))
-        .route("/info", get(ops::info))
+        .route("/startupz", get(ops::startupz));
+    Router::new()
+        .merge(embedding)
+        .merge(observability)
+        .merge(probes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            require_key,
-        ))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             count_requests,
@@ -209,32 +219,24 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Refuses (401) a protected route without an accepted API key. Inside the
-/// request counter, so each refusal is counted once, as `code="401"`.
+/// Refuses (401) a request without an accepted API key, on the routes it
+/// guards (see [`router`]). Inside the request counter, so each refusal is
+/// counted once, as `code="401"`.
 async fn require_key(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    if let Some(keys) = &state.auth {
-        let protected = match request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str)
-        {
-            Some("/embed" | "/v1/embeddings") => true,
-            Some("/metrics" | "/health" | "/info") => state.protect_observability,
-            _ => false,
-        };
-        if protected && !keys.allows(request.headers()) {
-            let id = request_id(request.extensions());
-            let mut response = ApiError::new(
-                ErrorKind::Unauthorized,
-                &id,
-                "this route needs an API key: send `Authorization: Bearer KEY` with a key the server was started with (--api-key / EMBEDDINGS_API_KEY)",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
+    if let Some(keys) = &state.auth
+        && !keys.allows(request.headers())
+    {
+        let id = request_id(request.extensions());
+        let mut response = ApiError::new(
+            ErrorKind::Unauthorized,
+            &id,
+            "this route needs an API key: send `Authorization: Bearer KEY` with a key the server was started with (--api-key-file, EMBEDDINGS_API_KEY or --api-key)",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
     }
     next.run(request).await
 }

@@ -37,6 +37,13 @@ pub enum AuthError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// A key source was given (`--api-key`, `EMBEDDINGS_API_KEY`,
+    /// `--api-key-file`) but holds no key: refusing to start is safer than
+    /// silently serving without one.
+    #[error(
+        "an API key source was given but holds no key (empty EMBEDDINGS_API_KEY or --api-key, or a key file with only comments); set a key or remove the setting"
+    )]
+    NoKey,
     /// A key is shorter than the minimum.
     #[error(
         "an API key is {len} characters long; use at least {MIN_KEY_CHARS} (e.g. `openssl rand -hex 32`)"
@@ -57,8 +64,8 @@ fn digest(key: &[u8]) -> [u8; 32] {
 impl ApiKeys {
     /// The keys given on the command line (or `EMBEDDINGS_API_KEY`,
     /// comma-separated) plus those in `file` (one per line; blank lines and
-    /// lines starting with `#` are skipped). `None` when there is none: the
-    /// server is open.
+    /// lines starting with `#` are skipped). `None` when no key source was
+    /// given: the server is open.
     ///
     /// # Errors
     /// [`AuthError`] when the file cannot be read or a key is too short.
@@ -76,7 +83,11 @@ impl ApiKeys {
                     .map(str::to_owned),
             );
         }
+        let asked = !all.is_empty() || file.is_some();
         all.retain(|k| !k.is_empty());
+        if asked && all.is_empty() {
+            return Err(AuthError::NoKey);
+        }
         if let Some(short) = all.iter().find(|k| k.chars().count() < MIN_KEY_CHARS) {
             return Err(AuthError::TooShort {
                 len: short.chars().count(),
@@ -95,8 +106,9 @@ impl ApiKeys {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
+                // The scheme is case-insensitive (RFC 7235).
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
             })
         else {
             return false;
@@ -132,6 +144,7 @@ mod tests {
             .unwrap();
         assert!(keys.allows(&with("Bearer flag-key-0123456789")));
         assert!(keys.allows(&with("Bearer file-key-0123456789")));
+        assert!(keys.allows(&with("BEARER file-key-0123456789")));
         assert!(!keys.allows(&with("Bearer flag-key-012345678")));
         assert!(!keys.allows(&with("flag-key-0123456789")));
         assert!(!keys.allows(&with("Basic flag-key-0123456789")));
@@ -142,7 +155,17 @@ mod tests {
     #[test]
     fn no_key_is_an_open_server_and_short_or_unreadable_keys_are_errors() {
         assert!(ApiKeys::load(&[], None).unwrap().is_none());
-        assert!(ApiKeys::load(&[" ".into()], None).unwrap().is_none());
+        assert!(matches!(
+            ApiKeys::load(&[" ".into()], None),
+            Err(AuthError::NoKey)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let comments = dir.path().join("keys");
+        std::fs::write(&comments, "# no key yet\n").unwrap();
+        assert!(matches!(
+            ApiKeys::load(&[], Some(&comments)),
+            Err(AuthError::NoKey)
+        ));
         assert!(matches!(
             ApiKeys::load(&["short".into()], None),
             Err(AuthError::TooShort { len: 5 })

@@ -83,11 +83,13 @@ pub struct Args {
     pub max_connections: u64,
 
     /// Seconds a client has to send a request's headers, and the longest a
-    /// keep-alive connection may stay idle; 1 to 3600.
+    /// keep-alive connection may stay idle (hyper ties the two); 1 to 3600.
+    /// The default, 65, outlasts the usual load-balancer idle timeout (60 s),
+    /// so a balancer never reuses a connection the server has just closed.
     #[arg(
         long,
         env = "EMBEDDINGS_HEADER_READ_TIMEOUT_SECS",
-        default_value_t = 10,
+        default_value_t = 65,
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub header_read_timeout_secs: u64,
