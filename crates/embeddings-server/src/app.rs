@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{BoxError, Extension, Router};
 use chrono::{DateTime, Utc};
 use embeddings_health::{
     ComponentChecks, GpuObservation, HealthPolicy, HealthReport, Observation, RegistryState,
@@ -27,6 +28,7 @@ use embeddings_pipeline::{
 };
 use embeddings_types::ModelId;
 use serde::Serialize;
+use tower::ServiceBuilder;
 
 use crate::api::{self, EmbedRequest, OpenAiRequest};
 use crate::auth::ApiKeys;
@@ -48,6 +50,10 @@ pub struct Limits {
     pub max_input_chars: usize,
     /// Longest a request may take, seconds.
     pub request_timeout_secs: u64,
+    /// Longest the body may take to arrive, seconds (within the request's).
+    pub body_timeout_secs: u64,
+    /// Embedding requests handled at once; more get 429 at once.
+    pub max_concurrent_requests: usize,
 }
 
 impl Limits {
@@ -59,6 +65,9 @@ impl Limits {
             max_inputs: args.max_inputs,
             max_input_chars: args.max_input_chars,
             request_timeout_secs: args.request_timeout_secs,
+            body_timeout_secs: args.body_timeout_secs,
+            max_concurrent_requests: usize::try_from(args.max_concurrent_requests)
+                .unwrap_or(usize::MAX),
         }
     }
 
@@ -190,9 +199,25 @@ impl AppState {
 /// guarded without a list to update; the probes never are.
 pub fn router(state: Arc<AppState>) -> Router {
     let guard = || middleware::from_fn_with_state(Arc::clone(&state), require_key);
+    // At most `--max-concurrent-requests` embedding requests at once; more
+    // are shed at once with 429 (counted as `code="429"`), never queued.
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(
+            |Extension(id): Extension<RequestId>, _: BoxError| async move {
+                ApiError::new(
+                    ErrorKind::Overloaded,
+                    &id,
+                    "too many embedding requests in flight (--max-concurrent-requests); retry shortly",
+                )
+                .retry_after(1)
+            },
+        ))
+        .load_shed()
+        .concurrency_limit(state.limits.max_concurrent_requests);
     let embedding = Router::new()
         .route("/embed", post(embed))
         .route("/v1/embeddings", post(openai_embeddings))
+        .route_layer(shed)
         .route_layer(guard());
     let mut observability = Router::new()
         .route("/metrics", get(ops::metrics))
@@ -326,14 +351,18 @@ async fn read_body(
         return Err(too_large());
     }
     let body = request.into_body();
-    match tokio::time::timeout_at(deadline, axum::body::to_bytes(body, limit)).await {
+    // The body has its own, shorter deadline: a client trickling it cannot
+    // hold a connection for the whole compute budget.
+    let body_secs = state
+        .limits
+        .body_timeout_secs
+        .min(state.limits.request_timeout_secs);
+    let body_deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(body_secs));
+    match tokio::time::timeout_at(body_deadline, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(ApiError::new(
             ErrorKind::RequestTimeout,
             id,
-            format!(
-                "the request body did not arrive within {} s",
-                state.limits.request_timeout_secs
-            ),
+            format!("the request body did not arrive within {body_secs} s"),
         )),
         Ok(Err(e)) => {
             let over = std::iter::successors(std::error::Error::source(&e), |s| s.source())

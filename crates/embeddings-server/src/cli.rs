@@ -63,6 +63,26 @@ pub struct Args {
     )]
     pub request_timeout_secs: u64,
 
+    /// Embedding requests handled at once (reading, queued or computing);
+    /// more are answered 429 at once, with `Retry-After`.
+    #[arg(
+        long,
+        env = "EMBEDDINGS_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 512,
+        value_parser = clap::value_parser!(u64).range(1..=100_000)
+    )]
+    pub max_concurrent_requests: u64,
+
+    /// Seconds the request body may take to arrive (then 408), within the
+    /// request timeout; 1 to 3600.
+    #[arg(
+        long,
+        env = "EMBEDDINGS_BODY_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub body_timeout_secs: u64,
+
     /// Seconds to let in-flight requests finish after SIGTERM / SIGINT; 0 to 3600.
     #[arg(
         long,

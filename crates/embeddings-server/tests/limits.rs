@@ -302,3 +302,62 @@ fn connections_beyond_the_cap_are_closed_and_counted_once_each() {
         Some(refused)
     );
 }
+
+#[test]
+fn a_trickled_body_gets_its_own_shorter_deadline() {
+    let server = Server::start_ready(&["--body-timeout-secs", "1"]);
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(
+        b"POST /embed HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1000\r\n\r\n{\"inp",
+    )
+    .unwrap();
+    let r = common::read_response(&mut slow).unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(r.text().contains("within 1 s"), "{}", r.text());
+}
+
+#[test]
+fn requests_beyond_the_concurrency_limit_are_shed_with_429() {
+    let server = Server::start_ready(&["--max-concurrent-requests", "1"]);
+    let addr = server.addr;
+    let long = format!(
+        r#"{{"inputs": [{}]}}"#,
+        vec![format!("\"{}\"", "a long sentence to embed ".repeat(20)); 96].join(",")
+    );
+    let running = std::thread::spawn(move || {
+        common::request(
+            addr,
+            "POST",
+            "/embed",
+            &[("content-type", "application/json")],
+            long.as_bytes(),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sample(
+        &server.get("/metrics").text(),
+        "embeddings_in_flight_requests",
+    ) != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "the long request never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let shed = server.post_json("/embed", r#"{"inputs": ["x"]}"#);
+    assert_eq!(shed.status, 429, "{}", shed.text());
+    assert_eq!(shed.json()["kind"], "overloaded");
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    assert_eq!(running.join().unwrap().status, 200);
+    let text = server.get("/metrics").text();
+    assert_eq!(
+        sample(
+            &text,
+            "embeddings_http_requests_total{endpoint=\"embed\",code=\"429\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "embeddings_errors_total{kind=\"overload\"}"),
+        Some(0.0),
+        "shed before the pipeline: not a queue refusal"
+    );
+}
