@@ -324,15 +324,7 @@ fn requests_beyond_the_concurrency_limit_are_shed_with_429() {
         r#"{{"inputs": [{}]}}"#,
         vec![format!("\"{}\"", "a long sentence to embed ".repeat(20)); 96].join(",")
     );
-    let running = std::thread::spawn(move || {
-        common::request(
-            addr,
-            "POST",
-            "/embed",
-            &[("content-type", "application/json")],
-            long.as_bytes(),
-        )
-    });
+    let running = common::post_json_in_background(addr, "/embed", long);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sample(
         &server.get("/metrics").text(),

@@ -144,15 +144,7 @@ fn a_scripted_workload_gives_exact_figures_in_every_family_and_health_field() {
         .map(|i| format!("\"{i} {}\"", "sentence about a long topic ".repeat(20)))
         .collect();
     let long = format!(r#"{{"inputs": [{}]}}"#, long_inputs.join(","));
-    let running = std::thread::spawn(move || {
-        common::request(
-            addr,
-            "POST",
-            "/embed",
-            &[("content-type", "application/json")],
-            long.as_bytes(),
-        )
-    });
+    let running = common::post_json_in_background(addr, "/embed", long);
     wait_for(&server, "embeddings_in_flight_requests", 1.0);
     let queued_body = r#"{"inputs": ["delta"]}"#;
     let mut queued = TcpStream::connect(addr).unwrap();

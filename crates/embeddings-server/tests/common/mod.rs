@@ -216,6 +216,24 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// POSTs `body` as JSON to `path` from another thread (for a request that
+/// must be in progress while the test does something else).
+pub(crate) fn post_json_in_background(
+    addr: SocketAddr,
+    path: &'static str,
+    body: String,
+) -> std::thread::JoinHandle<Response> {
+    std::thread::spawn(move || {
+        request(
+            addr,
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    })
+}
+
 /// Reads one counter sample `name{labels} value` from a Prometheus exposition.
 pub(crate) fn sample(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|l| {
