@@ -31,7 +31,7 @@ use serde::Serialize;
 use tower::ServiceBuilder;
 
 use crate::api::{self, EmbedRequest, OpenAiRequest};
-use crate::auth::ApiKeys;
+use crate::auth::{self, ApiKeys};
 use crate::cli::Args;
 use crate::error::{ApiError, ErrorKind};
 use crate::http_metrics::{ENDPOINTS, HttpMetrics, endpoint_index};
@@ -198,7 +198,7 @@ impl AppState {
 /// API-key check as whole sub-routers, so a route added to one of them is
 /// guarded without a list to update; the probes never are.
 pub fn router(state: Arc<AppState>) -> Router {
-    let guard = || middleware::from_fn_with_state(Arc::clone(&state), require_key);
+    let guard = || middleware::from_fn_with_state(Arc::clone(&state), auth::require_key);
     // At most `--max-concurrent-requests` embedding requests at once; more
     // are shed at once with 429 (counted as `code="429"`), never queued.
     let shed = ServiceBuilder::new()
@@ -242,28 +242,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
-}
-
-/// Refuses (401) a request without an accepted API key, on the routes it
-/// guards (see [`router`]). Inside the request counter, so each refusal is
-/// counted once, as `code="401"`.
-async fn require_key(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    if let Some(keys) = &state.auth
-        && !keys.allows(request.headers())
-    {
-        let id = request_id(request.extensions());
-        let mut response = ApiError::new(
-            ErrorKind::Unauthorized,
-            &id,
-            "this route needs an API key: send `Authorization: Bearer KEY` with a key the server was started with (--api-key-file, EMBEDDINGS_API_KEY or --api-key)",
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
-    }
-    next.run(request).await
 }
 
 /// Counts every answered request exactly once, by endpoint and status.

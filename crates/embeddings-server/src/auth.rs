@@ -8,8 +8,16 @@
 
 use std::path::Path;
 
-use axum::http::{HeaderMap, header};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+
+use crate::app::{AppState, request_id};
+use crate::error::{ApiError, ErrorKind};
 
 /// The accepted keys, as digests.
 #[derive(Clone, Default)]
@@ -118,6 +126,32 @@ impl ApiKeys {
             ok | constant_time_eq::constant_time_eq_32(key, &presented)
         })
     }
+}
+
+/// Refuses (401) a request without an accepted API key, on the routes it
+/// guards (see [`crate::app::router`]). Inside the request counter, so each refusal is
+/// counted once, as `code="401"`.
+pub(crate) async fn require_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(keys) = &state.auth
+        && !keys.allows(request.headers())
+    {
+        let id = request_id(request.extensions());
+        let mut response = ApiError::new(
+            ErrorKind::Unauthorized,
+            &id,
+            "this route needs an API key: send `Authorization: Bearer KEY` with a key the server was started with (--api-key-file, EMBEDDINGS_API_KEY or --api-key)",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    next.run(request).await
 }
 
 #[cfg(test)]
