@@ -109,6 +109,10 @@ pub struct BatchingLimits {
     pub chunk_max_tokens: usize,
     /// Worker threads.
     pub workers: usize,
+    /// Tokens (upper bounds) admitted and not yet answered, at most.
+    pub token_budget: usize,
+    /// Output floats one submitted request may produce, at most.
+    pub max_response_floats: usize,
 }
 
 /// The cache's figures, from [`EmbeddingPipeline::cache_stats`].
@@ -249,6 +253,12 @@ impl EmbeddingPipeline {
     /// at once with no embeddings.
     ///
     /// # Errors
+    /// - [`PipelineError::ResponseTooLarge`]: the answer could hold more than
+    ///   `[batching] max_response_floats` floats (checked first, before any
+    ///   cache lookup).
+    /// - [`PipelineError::RequestTooLarge`] / [`PipelineError::OverBudget`]:
+    ///   its cache misses cost more than the whole `[batching] token_budget`
+    ///   / more than is left of it now; nothing was queued.
     /// - [`PipelineError::Overloaded`]: the queue is full; nothing was queued.
     /// - [`PipelineError::InvalidInput`]: the first bad input, by index.
     /// - [`PipelineError::SlotUnavailable`] / [`PipelineError::NothingRequested`]:
@@ -265,6 +275,8 @@ impl EmbeddingPipeline {
             return Err(engine.reject(PipelineError::ShutDown));
         }
         let r = engine.resolve(&options).map_err(|e| engine.reject(e))?;
+        let bounds = engine.bounds(&r);
+        engine.check_response(inputs.iter().map(|i| i.text.as_str()), &bounds)?;
         let request = Request::prepare(
             engine,
             inputs,
@@ -279,8 +291,9 @@ impl EmbeddingPipeline {
             return Ok(EmbedTicket::ready(answer));
         }
         let (reply, ticket) = EmbedTicket::channel();
+        let tokens = request.tokens_bound(&bounds);
         self.batcher
-            .enqueue(Job::new(request, reply))
+            .enqueue(Job::new(request, reply), tokens)
             .map_err(|e| engine.reject(e))?;
         Ok(ticket)
     }
@@ -333,6 +346,14 @@ impl EmbeddingPipeline {
     /// The blocking calls keep working.
     pub fn shutdown(&self) {
         self.batcher.shutdown();
+    }
+
+    /// Tokens admitted to the queue and not yet answered (each input
+    /// counted at the upper bound it was admitted with; see
+    /// `[batching] token_budget`).
+    #[must_use]
+    pub fn tokens_admitted(&self) -> usize {
+        self.batcher.tokens_admitted()
     }
 
     /// Batch worker threads running now.
@@ -394,6 +415,8 @@ impl EmbeddingPipeline {
                 chunk_size: e.config.max_batch_size,
                 chunk_max_tokens: e.config.max_forward_tokens,
                 workers: self.batcher.workers(),
+                token_budget: b.token_budget,
+                max_response_floats: b.max_response_floats,
             },
             cache_max_bytes: e.cache.as_ref().map_or(0, |c| c.max_bytes()),
         }

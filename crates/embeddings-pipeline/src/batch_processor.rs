@@ -1,14 +1,15 @@
 //! batch_processor: the bounded submission queue, dynamic batching and the
 //! worker threads.
 //!
-//! - **Queue.** At most `[batching] queue_capacity` *requests* wait; a
-//!   submission beyond that is an immediate [`PipelineError::Overloaded`],
-//!   never a wait. Admission is one atomic counter, which is also what the
-//!   `queue_depth` gauge shows: it is in the unit of the limit and never
-//!   above it. A request of any size is
-//!   one entry (a 10 000-item request is one job, run in chunks of the
-//!   top-level `max_batch_size`); cap request sizes at the edge (the server's
-//!   body limit) if that matters.
+//! - **Queue.** A submission is admitted by work, then by count, or
+//!   refused at once (never a wait): its cost in tokens must fit what is
+//!   left of `[batching] token_budget` (`admission.rs`: the tokens are
+//!   given back when its answer goes out), and at most
+//!   `[batching] queue_capacity` requests wait
+//!   ([`PipelineError::Overloaded`]). The count is one atomic counter,
+//!   which is also what the `queue_depth` gauge shows: it is in the unit
+//!   of the limit and never above it. A large request is one entry, run in
+//!   chunks of the top-level `max_batch_size`.
 //! - **Batching.** A worker takes the first request, tokenizes it, then
 //!   keeps taking requests while the batch stays within `max_batch_size`
 //!   items and `max_batch_tokens` tokens, waiting at most `max_wait_ms`
@@ -42,6 +43,7 @@ use std::time::{Duration, Instant};
 use embeddings_metrics::PipelineMetrics;
 use embeddings_types::{ErrorKind, Stage};
 
+use crate::admission::{Budget, Permit};
 use crate::engine::Engine;
 use crate::error::PipelineError;
 use crate::request::{self, Caller, Request};
@@ -56,6 +58,8 @@ pub(crate) struct Job {
     pub(crate) reply: Reply,
     /// When it entered the queue.
     enqueued: Instant,
+    /// Its tokens in the budget, given back once it has been answered.
+    permit: Option<Permit>,
 }
 
 impl Job {
@@ -64,14 +68,24 @@ impl Job {
             request,
             reply,
             enqueued: Instant::now(),
+            permit: None,
         }
     }
 
     /// Answers a job that will not run because its caller is gone; the
     /// `timeout` or `cancelled` is counted in `finish`.
     fn drop_unrun(self, engine: &Engine, caller: Caller) {
-        let Self { request, reply, .. } = self;
-        reply.send(request::response(request.finish(engine, Ok(()), caller)));
+        let Self {
+            request,
+            reply,
+            permit,
+            ..
+        } = self;
+        let answer = request::response(request.finish(engine, Ok(()), caller));
+        // Given back before the answer: whoever has its answer sees the
+        // budget without it.
+        drop(permit);
+        reply.send(answer);
     }
 }
 
@@ -115,6 +129,8 @@ struct Shared {
     /// counter (never above `capacity`) and the `queue_depth` gauge's value.
     queued: AtomicUsize,
     capacity: usize,
+    /// Admission by work: tokens admitted and not yet answered.
+    budget: Arc<Budget>,
     limits: Limits,
 }
 
@@ -184,6 +200,7 @@ impl BatchProcessor {
                 alive: AtomicUsize::new(0),
                 queued: AtomicUsize::new(0),
                 capacity: b.queue_capacity,
+                budget: Arc::new(Budget::new(b.token_budget)),
                 limits,
             }),
             engine,
@@ -223,13 +240,16 @@ impl BatchProcessor {
         }
     }
 
-    /// Queues `job`, or refuses it at once (the caller counts the refusal).
-    pub(crate) fn enqueue(&self, job: Job) -> Result<(), PipelineError> {
+    /// Queues `job`, which costs `tokens` of the budget, or refuses it at
+    /// once (the caller counts the refusal): the budget is checked first,
+    /// then the queue's capacity.
+    pub(crate) fn enqueue(&self, mut job: Job, tokens: usize) -> Result<(), PipelineError> {
         let guard = self.sender.read().unwrap_or_else(PoisonError::into_inner);
         let Some(tx) = guard.as_ref() else {
             return Err(PipelineError::ShutDown);
         };
         let shared = &*self.shared;
+        let permit = shared.budget.admit(tokens)?;
         let overloaded = PipelineError::Overloaded {
             capacity: shared.capacity,
         };
@@ -239,9 +259,11 @@ impl BatchProcessor {
                 (q < shared.capacity).then_some(q + 1)
             })
         else {
+            permit.revoke();
             return Err(overloaded);
         };
-        let refused = match tx.try_send(job) {
+        job.permit = Some(permit);
+        let (refused, job) = match tx.try_send(job) {
             Ok(()) => {
                 // The depth this admission made was true when it was made:
                 // it raises the max even if workers take requests before the
@@ -254,9 +276,12 @@ impl BatchProcessor {
             }
             // The channel holds at most the admitted requests, so it is
             // never full here; kept as a refusal rather than a panic.
-            Err(TrySendError::Full(_)) => overloaded,
-            Err(TrySendError::Disconnected(_)) => PipelineError::ShutDown,
+            Err(TrySendError::Full(job)) => (overloaded, job),
+            Err(TrySendError::Disconnected(job)) => (PipelineError::ShutDown, job),
         };
+        if let Some(permit) = job.permit {
+            permit.revoke();
+        }
         shared.dequeued(&self.engine);
         Err(refused)
     }
@@ -267,6 +292,11 @@ impl BatchProcessor {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
+    }
+
+    /// Tokens admitted and not yet answered.
+    pub(crate) fn tokens_admitted(&self) -> usize {
+        self.shared.budget.in_use()
     }
 
     /// Worker threads running.
@@ -436,19 +466,33 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
     let rec = engine.rec();
     let mut requests = Vec::with_capacity(jobs.len());
     let mut replies = Vec::with_capacity(jobs.len());
+    // Each given back just before its reply (and all of them if `compute`
+    // unwinds).
+    let mut permits = Vec::with_capacity(jobs.len());
     for job in jobs {
         // All-or-nothing: a rejected input fails its request alone, unless
         // its caller has gone meanwhile (then that is what is counted).
         if let Some(e) = job.request.rejected() {
             match caller(job.request.deadline, &job.reply, true) {
-                Caller::Waiting => job.reply.send(Err(engine.reject(e))),
+                Caller::Waiting => {
+                    let Job { reply, permit, .. } = job;
+                    let answer = Err(engine.reject(e));
+                    drop(permit);
+                    reply.send(answer);
+                }
                 gone => job.drop_unrun(engine, gone),
             }
             continue;
         }
-        let Job { request, reply, .. } = job;
+        let Job {
+            request,
+            reply,
+            permit,
+            ..
+        } = job;
         requests.push(request);
         replies.push(reply);
+        permits.push(permit);
     }
     if requests.is_empty() {
         return;
@@ -460,13 +504,14 @@ fn run_batch(engine: &Engine, jobs: Vec<Job>) {
         .map(|_| rec.map(PipelineMetrics::track_in_flight))
         .collect();
     let computed = Request::compute_together(engine, &mut requests);
-    for (request, reply) in requests.into_iter().zip(replies) {
+    for ((request, reply), permit) in requests.into_iter().zip(replies).zip(permits) {
         let caller = caller(request.deadline, &reply, true);
         // Everything about this request is recorded (and cached) before its
         // reply goes out, so a caller that reads the metrics as soon as it
         // has its answer sees them settled.
         let answer = request::response(request.finish(engine, computed.clone(), caller));
         drop(in_flight.pop());
+        drop(permit);
         reply.send(answer);
     }
 }

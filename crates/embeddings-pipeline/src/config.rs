@@ -124,6 +124,24 @@ pub struct BatchingConfig {
     /// contention on a CPU; on a GPU, 2 can overlap tokenization with
     /// inference.
     pub workers: usize,
+    /// Admission by work: the most tokens admitted and not yet answered
+    /// (queued and computing together). Each input to compute costs an upper
+    /// bound of its tokens, known before tokenizing: its UTF-8 bytes + 2,
+    /// at most the longest `max_seq_length` of the checkpoints it runs
+    /// through. A request that would overflow the budget is refused at once
+    /// with [`PipelineError::OverBudget`](crate::PipelineError::OverBudget)
+    /// (a retry delay from the measured drain rate); one that costs more
+    /// than the whole budget with
+    /// [`PipelineError::RequestTooLarge`](crate::PipelineError::RequestTooLarge).
+    /// Default 262 144 (32 full batches of the default `max_batch_tokens`).
+    pub token_budget: usize,
+    /// The most output floats one submitted request may produce (inputs ×
+    /// the floats each returns, an upper bound known before any work:
+    /// per-token and sparse outputs counted at their longest for the
+    /// input's length); more is
+    /// [`PipelineError::ResponseTooLarge`](crate::PipelineError::ResponseTooLarge).
+    /// Default 4 194 304 (16 MiB of `f32`; about 40 MB as JSON).
+    pub max_response_floats: usize,
 }
 
 impl Default for BatchingConfig {
@@ -134,9 +152,20 @@ impl Default for BatchingConfig {
             max_batch_tokens: 8192,
             max_wait_ms: 5,
             workers: 1,
+            token_budget: DEFAULT_TOKEN_BUDGET,
+            max_response_floats: DEFAULT_MAX_RESPONSE_FLOATS,
         }
     }
 }
+
+/// The default `[batching] token_budget`.
+pub const DEFAULT_TOKEN_BUDGET: usize = 1 << 18;
+/// The default `[batching] max_response_floats`.
+pub const DEFAULT_MAX_RESPONSE_FLOATS: usize = 1 << 22;
+/// Upper bound of `batching.token_budget`.
+pub const MAX_TOKEN_BUDGET: usize = 1 << 30;
+/// Upper bound of `batching.max_response_floats`.
+pub const MAX_RESPONSE_FLOATS: usize = 1 << 30;
 
 /// `[cache]`: the content-addressed embedding cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -528,6 +557,16 @@ impl PipelineConfig {
         )?;
         in_range("batching.workers", b.workers, 1..=MAX_WORKERS)?;
         in_range("batching.max_wait_ms", b.max_wait_ms, 0..=MAX_WAIT_MS)?;
+        in_range(
+            "batching.token_budget",
+            b.token_budget,
+            1..=MAX_TOKEN_BUDGET,
+        )?;
+        in_range(
+            "batching.max_response_floats",
+            b.max_response_floats,
+            1..=MAX_RESPONSE_FLOATS,
+        )?;
         in_range("cache.max_bytes", self.cache.max_bytes, 0..=MAX_CACHE_BYTES)?;
         in_range(
             "temporal.half_lives_hours (entries)",

@@ -229,6 +229,47 @@ pub enum PipelineError {
         /// The queue's capacity, in requests.
         capacity: usize,
     },
+    /// Admission by work: the tokens already admitted plus this request's
+    /// would exceed `[batching] token_budget`; nothing was queued.
+    #[error(
+        "the pipeline is busy: {in_use} of its {budget}-token budget are admitted and this request needs up to {tokens}; {}",
+        retry_hint(*retry_after)
+    )]
+    OverBudget {
+        /// This request's cost (an upper bound of its tokens).
+        tokens: usize,
+        /// Tokens admitted and not yet answered when it was refused.
+        in_use: usize,
+        /// `[batching] token_budget`.
+        budget: usize,
+        /// When the admitted work should have drained enough, from the
+        /// rate it drained at over the last seconds; `None` when no work
+        /// has drained lately (no measurement to go by).
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The request alone costs more than the whole token budget: it can
+    /// never be admitted as it is.
+    #[error(
+        "the request needs up to {tokens} tokens, more than the pipeline's whole budget of {budget} (`[batching] token_budget`); split it into smaller requests, or send shorter inputs"
+    )]
+    RequestTooLarge {
+        /// This request's cost (an upper bound of its tokens).
+        tokens: usize,
+        /// `[batching] token_budget`.
+        budget: usize,
+    },
+    /// The answer would hold more output floats than allowed.
+    #[error(
+        "the answer would hold up to {floats} floats ({inputs} inputs), more than the limit of {max} (`[batching] max_response_floats`); send fewer inputs per request, or ask for fewer slots"
+    )]
+    ResponseTooLarge {
+        /// Inputs in the request.
+        inputs: usize,
+        /// Output floats the answer could hold (an upper bound).
+        floats: usize,
+        /// `[batching] max_response_floats`.
+        max: usize,
+    },
     /// The pipeline was shut down; it takes no more work.
     #[error("the pipeline has been shut down and takes no more requests; build a new one")]
     ShutDown,
@@ -268,6 +309,14 @@ pub enum PipelineError {
     Cancelled,
 }
 
+/// The advice of [`PipelineError::OverBudget`]'s message.
+fn retry_hint(after: Option<std::time::Duration>) -> String {
+    match after {
+        Some(d) => format!("retry in {} s", d.as_secs().max(1)),
+        None => "retry later (with backoff)".to_owned(),
+    }
+}
+
 impl PipelineError {
     /// The metric label for this error.
     #[must_use]
@@ -276,7 +325,8 @@ impl PipelineError {
             Self::InvalidInput { .. } => ErrorKind::Validation,
             Self::Tokenization { .. } => ErrorKind::Tokenization,
             Self::Inference { .. } | Self::Fusion(_) => ErrorKind::Inference,
-            Self::Overloaded { .. } => ErrorKind::Overload,
+            Self::Overloaded { .. } | Self::OverBudget { .. } => ErrorKind::Overload,
+            Self::RequestTooLarge { .. } | Self::ResponseTooLarge { .. } => ErrorKind::Validation,
             Self::SlotUnavailable { .. } | Self::NothingRequested => ErrorKind::Validation,
             Self::DeadlineExceeded { .. } => ErrorKind::Timeout,
             Self::Cancelled => ErrorKind::Cancelled,

@@ -106,6 +106,8 @@
 //! max_batch_tokens = 8192         # tokens per gathered batch
 //! max_wait_ms = 5                 # wait for more requests after the first
 //! workers = 1                     # inference threads
+//! token_budget = 262144           # tokens admitted and not yet answered (upper bounds)
+//! max_response_floats = 4194304   # output floats one request may produce
 //!
 //! [cache]
 //! max_bytes = 134217728           # 128 MiB, entries weighed by real size; 0 disables
@@ -120,7 +122,9 @@
 //! ([`LoadError::OutOfRange`] names the key, the value and the range):
 //! `max_batch_size` and `batching.max_batch_size` 1..=[`MAX_ITEMS`];
 //! `max_forward_tokens` and `batching.max_batch_tokens` 1..=[`MAX_TOKENS`];
-//! `batching.queue_capacity` 1..=[`MAX_QUEUE`]; `batching.workers`
+//! `batching.queue_capacity` 1..=[`MAX_QUEUE`]; `batching.token_budget`
+//! 1..=[`MAX_TOKEN_BUDGET`]; `batching.max_response_floats`
+//! 1..=[`MAX_RESPONSE_FLOATS`]; `batching.workers`
 //! 1..=[`MAX_WORKERS`]; `batching.max_wait_ms` 0..=[`MAX_WAIT_MS`];
 //! `cache.max_bytes` 0..=[`MAX_CACHE_BYTES`]; `hdc.dim`, `fusion.dim`,
 //! `fusion.sparse_hash_dim`, `late_interaction.project_dim` 1..=[`MAX_DIM`],
@@ -207,6 +211,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod admission;
 mod api;
 mod batch_processor;
 mod bert;
@@ -234,11 +239,12 @@ mod transformer;
 pub use api::{BatchingLimits, CacheStats, EmbeddingPipeline, PipelineLimits, SlotLimits};
 pub use builder::PipelineBuilder;
 pub use config::{
-    BatchingConfig, CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MAX_FORWARD_TOKENS, DEFAULT_MODEL,
-    DEFAULT_MODEL_DIR, DeviceKind, EmptyTextPolicy, FusionConfig, HdcConfig, InputConfig,
-    LateInteractionConfig, MAX_CACHE_BYTES, MAX_DIM, MAX_ITEMS, MAX_QUEUE, MAX_SEQ, MAX_TOKENS,
-    MAX_WAIT_MS, MAX_WORKERS, ModelSource, PipelineConfig, Pooling, SlotConfig, TemporalConfig,
-    TruncationPolicy, is_transformer_slot,
+    BatchingConfig, CacheConfig, DEFAULT_CACHE_BYTES, DEFAULT_MAX_FORWARD_TOKENS,
+    DEFAULT_MAX_RESPONSE_FLOATS, DEFAULT_MODEL, DEFAULT_MODEL_DIR, DEFAULT_TOKEN_BUDGET,
+    DeviceKind, EmptyTextPolicy, FusionConfig, HdcConfig, InputConfig, LateInteractionConfig,
+    MAX_CACHE_BYTES, MAX_DIM, MAX_ITEMS, MAX_QUEUE, MAX_RESPONSE_FLOATS, MAX_SEQ, MAX_TOKEN_BUDGET,
+    MAX_TOKENS, MAX_WAIT_MS, MAX_WORKERS, ModelSource, PipelineConfig, Pooling, SlotConfig,
+    TemporalConfig, TruncationPolicy, is_transformer_slot,
 };
 pub use device::cuda_driver_present;
 pub use embeddings_health::{HealthPolicySpec, HealthReport};

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use embeddings_metrics::PipelineMetrics;
 
+use crate::admission::Bounds;
 use crate::engine::{Engine, Item};
 use crate::error::PipelineError;
 use crate::input::EmbedInput;
@@ -109,6 +110,14 @@ impl Request {
             tokens: None,
             timings: Timings::default(),
         })
+    }
+
+    /// What the inputs still to compute cost in the token budget.
+    pub(crate) fn tokens_bound(&self, bounds: &Bounds) -> usize {
+        self.pending
+            .iter()
+            .map(|it| bounds.tokens(&it.text))
+            .fold(0, usize::saturating_add)
     }
 
     /// Inputs still to compute.

@@ -6,6 +6,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use embeddings_pipeline::PipelineError;
+
 use crate::request_id::RequestId;
 
 /// What went wrong, as a stable machine-readable `kind` and an HTTP status.
@@ -106,6 +108,40 @@ impl ApiError {
         self.retry_after_secs = Some(secs);
         self
     }
+
+    /// The answer to a request the pipeline refused or failed: a status
+    /// from the error's kind (client mistakes 4xx, the service's own
+    /// failures 5xx), sizes over a limit 413, and `Retry-After` on 429 when
+    /// there is a delay to advise.
+    #[must_use]
+    pub fn from_pipeline(id: &RequestId, error: &PipelineError) -> Self {
+        use embeddings_types::ErrorKind as Kind;
+        match error {
+            PipelineError::RequestTooLarge { .. } | PipelineError::ResponseTooLarge { .. } => {
+                return Self::new(ErrorKind::PayloadTooLarge, id, error.to_string());
+            }
+            PipelineError::OverBudget { retry_after, .. } => {
+                let refused = Self::new(ErrorKind::Overloaded, id, error.to_string());
+                // No measured drain rate: no delay is made up.
+                return match retry_after {
+                    Some(d) => refused.retry_after(d.as_secs().max(1)),
+                    None => refused,
+                };
+            }
+            _ => {}
+        }
+        let kind = match error.kind() {
+            Kind::Validation | Kind::Tokenization => ErrorKind::Validation,
+            Kind::Overload => {
+                return Self::new(ErrorKind::Overloaded, id, error.to_string()).retry_after(1);
+            }
+            Kind::Timeout => ErrorKind::Timeout,
+            // Only the pipeline's own bookkeeping sees a cancellation (the
+            // caller is gone); an internal error if one ever reaches here.
+            Kind::Inference | Kind::Internal | Kind::Cancelled => ErrorKind::Internal,
+        };
+        Self::new(kind, id, error.to_string())
+    }
 }
 
 #[derive(Serialize)]
@@ -117,8 +153,9 @@ struct Body<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let message = crate::redact::paths(&self.message);
         let body = Body {
-            error: &self.message,
+            error: &message,
             kind: self.kind.as_str(),
             request_id: &self.request_id,
         };
@@ -134,5 +171,48 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn id() -> RequestId {
+        RequestId("test".to_owned())
+    }
+
+    #[test]
+    fn pipeline_refusals_map_to_the_status_that_tells_the_client_what_to_do() {
+        let over = |retry_after| PipelineError::OverBudget {
+            tokens: 10,
+            in_use: 95,
+            budget: 100,
+            retry_after,
+        };
+        let e = ApiError::from_pipeline(&id(), &over(Some(Duration::from_millis(2500))));
+        assert_eq!(e.kind, ErrorKind::Overloaded);
+        assert_eq!(e.retry_after_secs, Some(2));
+        let e = ApiError::from_pipeline(&id(), &over(None));
+        assert_eq!(e.retry_after_secs, None, "no measured delay: none advised");
+        let e = ApiError::from_pipeline(
+            &id(),
+            &PipelineError::RequestTooLarge {
+                tokens: 200,
+                budget: 100,
+            },
+        );
+        assert_eq!(e.kind.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let e = ApiError::from_pipeline(&id(), &PipelineError::Overloaded { capacity: 4 });
+        assert_eq!(e.retry_after_secs, Some(1));
+        let e = ApiError::from_pipeline(
+            &id(),
+            &PipelineError::DeadlineExceeded {
+                after: Duration::from_secs(1),
+            },
+        );
+        assert_eq!(e.kind.status(), StatusCode::GATEWAY_TIMEOUT);
     }
 }
