@@ -58,7 +58,7 @@
 //!
 //! See [`probe`]: liveness (progress within `liveness_timeout`, never tied
 //! to models), readiness (minimum viable and warmed up), startup (no slot
-//! still loading). Each maps to HTTP 200 when it passes and 503 when it
+//! still loading, and one loaded). Each maps to HTTP 200 when it passes and 503 when it
 //! fails ([`ProbeResult::http_status`]).
 //!
 //! # Alerts

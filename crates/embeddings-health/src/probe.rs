@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | liveness | progress was recorded within `liveness_timeout` (or, with none recorded yet, the process is younger than that) | no progress for longer: restart the process |
 //! | readiness | minimum viable (registry and batch processor up, a required GPU present, at least one slot loaded) **and** warmed up | otherwise: take the instance out of the load balancer |
-//! | startup | no slot is still loading | some slot is still loading: hold the other probes off |
+//! | startup | no slot is still loading and at least one loaded | some slot is still loading: hold the other probes off; or loading ended with none loaded: the start failed (restart, and read `/health` for why) |
 //!
 //! Liveness never looks at models: a process whose models failed to load is
 //! alive (restarting it would not help) but not ready. Readiness does not
@@ -60,6 +60,14 @@ pub enum ProbeFailure {
         /// How many.
         loading: usize,
     },
+    /// Startup: loading has ended and no slot could be loaded.
+    LoadFailed {
+        /// Slots that failed.
+        failed: usize,
+    },
+    /// Liveness: the thread loading the pipeline stopped without reporting
+    /// an outcome; it will never become ready.
+    LoaderGone,
 }
 
 impl fmt::Display for ProbeFailure {
@@ -78,6 +86,13 @@ impl fmt::Display for ProbeFailure {
             Self::NoModelLoaded => f.write_str("no model slot is loaded"),
             Self::NotWarmedUp => f.write_str("warm-up has not finished"),
             Self::ModelsLoading { loading } => write!(f, "{loading} model slot(s) still loading"),
+            Self::LoadFailed { failed } => write!(
+                f,
+                "loading ended with no slot loaded ({failed} failed); see /health for the reasons"
+            ),
+            Self::LoaderGone => f.write_str(
+                "the loader stopped without reporting an outcome; the process will never become ready",
+            ),
         }
     }
 }
@@ -179,13 +194,30 @@ pub fn readiness(status: &HealthStatus, warmed_up: bool) -> ProbeResult {
 }
 
 /// Startup: done when no slot is still loading (every slot is loaded or
-/// failed). Kubernetes stops asking once it passes, so a later reload does
-/// not matter.
+/// failed) and at least one slot loaded; a start where every slot failed
+/// has failed ([`ProbeFailure::LoadFailed`]), so the orchestrator restarts
+/// the process rather than wait on it. Kubernetes stops asking once it
+/// passes, so a later reload does not matter.
 #[must_use]
 pub fn startup(registry: &RegistryState) -> ProbeResult {
     let loading = registry.loading_count();
-    ProbeResult::new(
-        Probe::Startup,
-        (loading > 0).then_some(ProbeFailure::ModelsLoading { loading }),
-    )
+    let failure = if loading > 0 {
+        Some(ProbeFailure::ModelsLoading { loading })
+    } else if registry.loaded_count() == 0 {
+        Some(ProbeFailure::LoadFailed {
+            failed: registry.failed_count(),
+        })
+    } else {
+        None
+    };
+    ProbeResult::new(Probe::Startup, failure)
+}
+
+impl ProbeResult {
+    /// A failed liveness probe for a loader that stopped without an outcome
+    /// (the server decides this; the registry cannot see threads).
+    #[must_use]
+    pub const fn loader_gone() -> Self {
+        Self::new(Probe::Liveness, Some(ProbeFailure::LoaderGone))
+    }
 }

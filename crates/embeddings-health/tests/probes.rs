@@ -166,6 +166,18 @@ fn startup_waits_for_every_slot_to_settle() {
     );
     registry.mark_failed(ModelId::Semantic, "oom");
     assert_eq!(probe::startup(&registry).http_status(), 200);
+    // Every slot failed: the start failed, it is not still going on.
+    let mut none = RegistryState::new();
+    for m in ModelId::ALL {
+        none.mark_failed(m, "no weights");
+    }
+    let result = probe::startup(&none);
+    assert_eq!(
+        result.failure,
+        Some(ProbeFailure::LoadFailed { failed: 12 })
+    );
+    assert_eq!(result.http_status(), 503);
+    assert!(result.failure.unwrap().to_string().contains("/health"));
     assert_eq!(
         ProbeFailure::ModelsLoading { loading: 3 }.to_string(),
         "3 model slot(s) still loading"

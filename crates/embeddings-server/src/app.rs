@@ -6,7 +6,7 @@
 //! endpoints touches the inference queue, so they stay fast under load;
 //! they are in `ops.rs`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -20,12 +20,11 @@ use axum::routing::{get, post};
 use axum::{BoxError, Extension, Router};
 use chrono::{DateTime, Utc};
 use embeddings_health::{
-    ComponentChecks, GpuObservation, HealthPolicy, HealthReport, Observation, RegistryState,
+    ComponentChecks, GpuObservation, HealthPolicy, HealthReport, Observation, ProbeResult,
+    RegistryState,
 };
 use embeddings_metrics::PipelineMetrics;
-use embeddings_pipeline::{
-    EmbedInput, EmbedOptions, EmbedResponse, EmbeddingPipeline, LoadError, PipelineError,
-};
+use embeddings_pipeline::{EmbedInput, EmbedOptions, EmbedResponse, EmbeddingPipeline, LoadError};
 use embeddings_types::ModelId;
 use serde::Serialize;
 use tower::ServiceBuilder;
@@ -113,6 +112,10 @@ pub struct AppState {
     /// none yet), ticked by the housekeeping task (`serve.rs`): while the
     /// pipeline loads, liveness is judged by it.
     pub heartbeat_us: AtomicI64,
+    /// Whether the loader thread is still running (set by
+    /// [`AppState::loader_started`], cleared when it ends however it ends).
+    /// Still loading with no loader running: liveness fails.
+    pub loader_running: AtomicBool,
 }
 
 impl AppState {
@@ -132,6 +135,7 @@ impl AppState {
             policy: OnceLock::new(),
             started: Instant::now(),
             heartbeat_us: AtomicI64::new(i64::MIN),
+            loader_running: AtomicBool::new(false),
             auth: None,
             protect_observability: false,
         })
@@ -152,6 +156,23 @@ impl AppState {
         ApiError::new(ErrorKind::Unavailable, id, message).retry_after(1)
     }
 
+    /// Marks the loader as running; the guard marks it ended when dropped
+    /// (at the end of the loader's thread, or while that thread unwinds).
+    #[must_use]
+    pub fn loader_started(self: &Arc<Self>) -> LoaderGuard {
+        self.loader_running.store(true, Ordering::SeqCst);
+        LoaderGuard(Arc::clone(self))
+    }
+
+    /// The load failure, when loading failed.
+    #[must_use]
+    pub fn load_error(&self) -> Option<&LoadError> {
+        match self.pipeline.get() {
+            Some(Loaded::Failed(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The health report: the pipeline's own when loaded, otherwise one built
     /// from the loading (or failed) state.
     #[must_use]
@@ -159,6 +180,14 @@ impl AppState {
         if let Some(pipeline) = self.ready() {
             return pipeline.health();
         }
+        let mut report = self.health_before_load();
+        if self.pipeline.get().is_none() && !self.loader_running.load(Ordering::SeqCst) {
+            report.probes.liveness = ProbeResult::loader_gone();
+        }
+        report
+    }
+
+    fn health_before_load(&self) -> HealthReport {
         let mut registry = RegistryState::new();
         if let Some(Loaded::Failed(reason)) = self.pipeline.get() {
             for model in ModelId::ALL {
@@ -190,6 +219,16 @@ impl AppState {
     pub fn tick(&self) {
         self.heartbeat_us
             .store(Utc::now().timestamp_micros(), Ordering::Relaxed);
+    }
+}
+
+/// Clears [`AppState::loader_running`] when dropped.
+#[derive(Debug)]
+pub struct LoaderGuard(Arc<AppState>);
+
+impl Drop for LoaderGuard {
+    fn drop(&mut self) {
+        self.0.loader_running.store(false, Ordering::SeqCst);
     }
 }
 
@@ -442,7 +481,7 @@ async fn run_pipeline(
     };
     let mut ticket = pipeline
         .submit(inputs, options)
-        .map_err(|e| pipeline_error(id, &e))?;
+        .map_err(|e| ApiError::from_pipeline(id, &e))?;
     let result = tokio::select! {
         // The answer first: one that is ready wins over a deadline that
         // passed meanwhile (it was counted as served).
@@ -466,22 +505,7 @@ async fn run_pipeline(
             }
         }
     };
-    result.map_err(|e| pipeline_error(id, &e))
-}
-
-fn pipeline_error(id: &RequestId, error: &PipelineError) -> ApiError {
-    use embeddings_types::ErrorKind as Kind;
-    let kind = match error.kind() {
-        Kind::Validation | Kind::Tokenization => ErrorKind::Validation,
-        Kind::Overload => {
-            return ApiError::new(ErrorKind::Overloaded, id, error.to_string()).retry_after(1);
-        }
-        Kind::Timeout => ErrorKind::Timeout,
-        // Only the pipeline's own bookkeeping sees a cancellation (the
-        // caller is gone); an internal error if one ever reaches here.
-        Kind::Inference | Kind::Internal | Kind::Cancelled => ErrorKind::Internal,
-    };
-    ApiError::new(kind, id, error.to_string())
+    result.map_err(|e| ApiError::from_pipeline(id, &e))
 }
 
 fn server_timing(response: &mut Response, timings: &api::TimingsJson) {

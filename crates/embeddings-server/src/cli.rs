@@ -136,6 +136,12 @@ pub struct Args {
     #[arg(long, env = "EMBEDDINGS_PROTECT_OBSERVABILITY")]
     pub protect_observability: bool,
 
+    /// Show full filesystem paths in error bodies, `/health`, `/info` and
+    /// the probes (for debugging); by default they name `…/parent/file`, and
+    /// only the log has the full path.
+    #[arg(long, env = "EMBEDDINGS_SHOW_PATHS")]
+    pub show_paths: bool,
+
     /// Exit with a non-zero status when the pipeline fails to load (for
     /// supervisors that restart on exit), instead of serving 503 with the
     /// reason on `/health`, `/readyz` and `/startupz`.

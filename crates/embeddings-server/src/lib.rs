@@ -32,6 +32,7 @@ mod listen;
 mod ops;
 pub mod process;
 mod process_families;
+pub mod redact;
 pub mod request_id;
 mod serve;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use embeddings_health::ProbeResult;
 use embeddings_metrics::{Encoder, Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 use serde::Serialize;
 
@@ -61,10 +62,43 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     response
 }
 
-fn probe_response(id: &RequestId, result: &embeddings_health::ProbeResult) -> Response {
+/// A JSON answer whose strings may hold filesystem paths (load errors,
+/// slot failures): shortened unless `--show-paths`.
+fn redacted_json<T: Serialize>(status: StatusCode, id: &RequestId, body: &T) -> Response {
+    match serde_json::to_value(body) {
+        Ok(mut value) => {
+            crate::redact::json(&mut value);
+            json_response(status, id, &value)
+        }
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            id,
+            &serde_json::json!({"error": format!("could not encode the answer: {e}")}),
+        ),
+    }
+}
+
+/// A probe's answer; a failed one also carries the load failure, when
+/// there is one, so whoever reads the probe sees why.
+#[derive(Serialize)]
+struct ProbeBody<'a> {
+    #[serde(flatten)]
+    result: &'a ProbeResult,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+fn probe_response(state: &AppState, id: &RequestId, result: &ProbeResult) -> Response {
     let status =
         StatusCode::from_u16(result.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    json_response(status, id, result)
+    let reason = if result.is_ok() {
+        None
+    } else {
+        state
+            .load_error()
+            .map(|e| crate::redact::paths(&e.to_string()).into_owned())
+    };
+    json_response(status, id, &ProbeBody { result, reason })
 }
 
 pub(crate) async fn health(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -75,22 +109,22 @@ pub(crate) async fn health(State(state): State<Arc<AppState>>, request: Request)
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json_response(status, &id, &report)
+    redacted_json(status, &id, &report)
 }
 
 pub(crate) async fn livez(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let id = request_id(request.extensions());
-    probe_response(&id, &state.health().probes.liveness)
+    probe_response(&state, &id, &state.health().probes.liveness)
 }
 
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let id = request_id(request.extensions());
-    probe_response(&id, &state.health().probes.readiness)
+    probe_response(&state, &id, &state.health().probes.readiness)
 }
 
 pub(crate) async fn startupz(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let id = request_id(request.extensions());
-    probe_response(&id, &state.health().probes.startup)
+    probe_response(&state, &id, &state.health().probes.startup)
 }
 
 #[derive(Serialize)]
@@ -118,5 +152,5 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>, request: Request) -
         limits: state.limits,
         pipeline,
     };
-    json_response(StatusCode::OK, &id, &body)
+    redacted_json(StatusCode::OK, &id, &body)
 }

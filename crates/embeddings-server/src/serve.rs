@@ -148,6 +148,7 @@ async fn housekeeping(state: Arc<AppState>) {
 /// [`ServeError`] when the address cannot be bound or the server fails.
 pub async fn run(args: Args) -> Result<(), ServeError> {
     init_logging(args.log_format);
+    crate::redact::show_paths(args.show_paths);
     let metrics = Arc::new(PipelineMetrics::new());
     let mut state = AppState::new(Limits::from_args(&args), Arc::clone(&metrics))?;
     state.auth = ApiKeys::load(&args.api_keys, args.api_key_file.as_deref())?;
@@ -172,7 +173,9 @@ pub async fn run(args: Args) -> Result<(), ServeError> {
     let config = args.config.clone();
     let load_failed = Arc::new(Notify::new());
     let failed = Arc::clone(&load_failed);
+    let running = state.loader_started();
     tokio::task::spawn_blocking(move || {
+        let _running = running;
         let started = std::time::Instant::now();
         // A panic while loading is a bug, but must not leave the server
         // reporting "loading" forever: it becomes a load failure.

@@ -103,7 +103,20 @@ fn a_failed_load_is_reported_and_can_stop_the_process() {
         reason.contains("batching.queue_capacity") && reason.contains("65536"),
         "{reason}"
     );
-    assert_eq!(server.get("/readyz").status, 503);
+    for probe in ["/readyz", "/startupz"] {
+        let r = server.get(probe);
+        assert_eq!(r.status, 503, "{probe}");
+        assert!(r.text().contains("queue_capacity"), "{probe}: {}", r.text());
+    }
+    assert_eq!(
+        server.get("/startupz").json()["failure"]["failure"],
+        "load_failed"
+    );
+    assert_eq!(
+        server.get("/livez").status,
+        200,
+        "alive: restarting would not fix the configuration"
+    );
     let health = server.get("/health");
     assert_eq!(health.status, 503);
     assert!(
@@ -143,6 +156,85 @@ fn a_failed_load_is_reported_and_can_stop_the_process() {
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(stderr.contains("queue_capacity"), "{stderr}");
+}
+
+#[test]
+fn work_beyond_the_budget_and_oversize_answers_are_refused_before_inference() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("budget.toml");
+    std::fs::write(
+        &config,
+        "[batching]\ntoken_budget = 8\nmax_response_floats = 1000\n",
+    )
+    .unwrap();
+    let server = Server::start_ready(&["--config", config.to_str().unwrap()]);
+    let embed = |inputs: &str| {
+        server.post_json(
+            "/embed",
+            &format!(r#"{{"inputs": {inputs}, "models": ["semantic"], "fused": false}}"#),
+        )
+    };
+    // "hi": 2 bytes + 2 special tokens; 384 floats.
+    assert_eq!(embed(r#"["hi"]"#).status, 200);
+    // 11 bytes + 2 = 13 tokens, more than the whole budget of 8.
+    let r = embed(r#"["hello world"]"#);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["kind"], "payload_too_large");
+    assert!(r.text().contains("token_budget"), "{}", r.text());
+    // 3 × 384 floats, more than 1000.
+    let r = embed(r#"["a", "b", "c"]"#);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("max_response_floats"), "{}", r.text());
+
+    let text = server.get("/metrics").text();
+    assert_eq!(
+        sample(
+            &text,
+            "embeddings_http_requests_total{endpoint=\"embed\",code=\"413\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "embeddings_errors_total{kind=\"validation\"}"),
+        Some(2.0),
+        "each refusal counted once, as the client's error"
+    );
+    assert_eq!(
+        sample(&text, "embeddings_cache_misses_total"),
+        Some(2.0),
+        "the answer's size is checked before any cache lookup; the budget after"
+    );
+    assert_eq!(sample(&text, "embeddings_generated_total"), Some(1.0));
+    assert_eq!(server.get("/health").json()["verdict"], "healthy");
+}
+
+#[test]
+fn absolute_paths_stay_out_of_answers_unless_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("deep").join("models").join("absent");
+    let config = dir.path().join("paths.toml");
+    std::fs::write(
+        &config,
+        format!("[models.default]\npath = {:?}\n", missing.to_str().unwrap()),
+    )
+    .unwrap();
+    let secret = dir.path().to_str().unwrap().to_owned();
+    for (flags, shown) in [(&[][..], false), (&["--show-paths"][..], true)] {
+        let mut args = vec!["--config", config.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        // Only the temporal slots load (they need no model files).
+        let server = Server::start_ready(&args);
+        let health = server.get("/health").text();
+        let refused = server.post_json("/embed", r#"{"inputs": ["x"], "models": ["semantic"]}"#);
+        assert_eq!(refused.status, 422, "{}", refused.text());
+        for (what, text) in [("health", &health), ("error", &refused.text())] {
+            assert_eq!(text.contains(&secret), shown, "{what}: {text}");
+            assert!(
+                text.contains("models/absent"),
+                "{what} still says which: {text}"
+            );
+        }
+    }
 }
 
 #[test]
