@@ -74,9 +74,9 @@ fn liveness_follows_progress_not_models() {
     );
     assert_eq!(report.probes.readiness.http_status(), 503);
     assert_eq!(
-        report.probes.startup.http_status(),
-        200,
-        "loading is over, even if it failed"
+        report.probes.startup.failure,
+        Some(ProbeFailure::LoadFailed { failed: 12 }),
+        "loading is over and it failed: the start failed (restart it)"
     );
 }
 
