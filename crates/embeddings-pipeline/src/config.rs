@@ -140,7 +140,9 @@ pub struct BatchingConfig {
     /// per-token and sparse outputs counted at their longest for the
     /// input's length); more is
     /// [`PipelineError::ResponseTooLarge`](crate::PipelineError::ResponseTooLarge).
-    /// Default 4 194 304 (16 MiB of `f32`; about 40 MB as JSON).
+    /// Default 8 388 608 (32 MiB of `f32`, about 90 MB as JSON: 64 long
+    /// inputs through every slot, per-token vectors included, fit; 256 do
+    /// not).
     pub max_response_floats: usize,
 }
 
@@ -161,7 +163,7 @@ impl Default for BatchingConfig {
 /// The default `[batching] token_budget`.
 pub const DEFAULT_TOKEN_BUDGET: usize = 1 << 18;
 /// The default `[batching] max_response_floats`.
-pub const DEFAULT_MAX_RESPONSE_FLOATS: usize = 1 << 22;
+pub const DEFAULT_MAX_RESPONSE_FLOATS: usize = 1 << 23;
 /// Upper bound of `batching.token_budget`.
 pub const MAX_TOKEN_BUDGET: usize = 1 << 30;
 /// Upper bound of `batching.max_response_floats`.

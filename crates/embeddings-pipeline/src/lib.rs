@@ -107,7 +107,7 @@
 //! max_wait_ms = 5                 # wait for more requests after the first
 //! workers = 1                     # inference threads
 //! token_budget = 262144           # tokens admitted and not yet answered (upper bounds)
-//! max_response_floats = 4194304   # output floats one request may produce
+//! max_response_floats = 8388608   # output floats one request may produce
 //!
 //! [cache]
 //! max_bytes = 134217728           # 128 MiB, entries weighed by real size; 0 disables

@@ -32,6 +32,7 @@ use tower::ServiceBuilder;
 use crate::api::{self, EmbedRequest, OpenAiRequest};
 use crate::auth::{self, ApiKeys};
 use crate::cli::Args;
+use crate::cpu::CpuPlan;
 use crate::error::{ApiError, ErrorKind};
 use crate::http_metrics::{ENDPOINTS, HttpMetrics, endpoint_index};
 use crate::ops;
@@ -116,6 +117,9 @@ pub struct AppState {
     /// [`AppState::loader_started`], cleared when it ends however it ends).
     /// Still loading with no loader running: liveness fails.
     pub loader_running: AtomicBool,
+    /// The compute threads decided at start (`None` in tests that build the
+    /// state without the binary's start-up).
+    pub cpu: Option<CpuPlan>,
 }
 
 impl AppState {
@@ -136,6 +140,7 @@ impl AppState {
             started: Instant::now(),
             heartbeat_us: AtomicI64::new(i64::MIN),
             loader_running: AtomicBool::new(false),
+            cpu: None,
             auth: None,
             protect_observability: false,
         })

@@ -136,6 +136,21 @@ pub struct Args {
     #[arg(long, env = "EMBEDDINGS_PROTECT_OBSERVABILITY")]
     pub protect_observability: bool,
 
+    /// Compute threads (the pool candle and the tokenizer run on); 1 to
+    /// 1024. Default: the cgroup CPU quota in whole cores when it is below
+    /// the CPUs the process may run on, else those CPUs (see `cpu.rs`).
+    #[arg(
+        long,
+        env = "EMBEDDINGS_THREADS",
+        value_parser = clap::value_parser!(u64).range(1..=1024)
+    )]
+    pub threads: Option<u64>,
+
+    /// Where the cgroup filesystem is mounted (the CPU quota and throttling
+    /// counters are read there).
+    #[arg(long, env = "EMBEDDINGS_CGROUP_ROOT", default_value = crate::cpu::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+
     /// Show full filesystem paths in error bodies, `/health`, `/info` and
     /// the probes (for debugging); by default they name `…/parent/file`, and
     /// only the log has the full path.

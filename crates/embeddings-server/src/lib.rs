@@ -25,7 +25,9 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+mod capacity_families;
 pub mod cli;
+pub mod cpu;
 pub mod error;
 pub mod http_metrics;
 mod listen;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use embeddings_server::cli::Args;
+use embeddings_server::cpu::CpuPlan;
 
 /// mimalloc instead of the system allocator: with glibc, the forward pass's
 /// multi-megabyte activation buffers come back as fresh page-faulted mmaps
@@ -13,7 +14,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Sized before any thread starts: the compute pool and the runtime's
+    // workers follow the container's CPU quota, not the host's core count.
+    let threads = args.threads.and_then(|n| usize::try_from(n).ok());
+    let cpu = CpuPlan::decide(threads, &args.cgroup_root);
+    if let Err(e) = cpu.apply() {
+        eprintln!("embeddings-server: cannot size the compute pool: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpu.threads)
         .enable_all()
         .build()
     {
@@ -23,7 +33,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(embeddings_server::run(args)) {
+    match runtime.block_on(embeddings_server::run(args, cpu)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("embeddings-server: {e}");

@@ -11,6 +11,7 @@ use embeddings_metrics::{Encoder, Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_C
 use serde::Serialize;
 
 use crate::app::{AppState, Limits, Loaded, json_response, request_id};
+use crate::cpu::CpuPlan;
 use crate::process::ProcessStats;
 use crate::request_id::RequestId;
 
@@ -40,6 +41,7 @@ pub fn render_metrics(state: &AppState, format: Format) -> String {
         state.metrics.encode(&mut encoder)?;
         state.http.encode(&mut encoder)?;
         crate::process_families::encode(&mut encoder, prefix, &stats)?;
+        crate::capacity_families::encode(&mut encoder, prefix, state)?;
         encoder.finish()
     })();
     if result.is_err() {
@@ -128,12 +130,13 @@ pub(crate) async fn startupz(State(state): State<Arc<AppState>>, request: Reques
 }
 
 #[derive(Serialize)]
-struct Info {
+struct Info<'a> {
     name: &'static str,
     version: &'static str,
     state: &'static str,
     load_error: Option<String>,
     limits: Limits,
+    cpu: Option<&'a CpuPlan>,
     pipeline: Option<serde_json::Value>,
 }
 
@@ -150,6 +153,7 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>, request: Request) -
         state: state_name,
         load_error,
         limits: state.limits,
+        cpu: state.cpu.as_ref(),
         pipeline,
     };
     redacted_json(StatusCode::OK, &id, &body)

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::app::{AppState, Limits, Loaded, router};
 use crate::auth::ApiKeys;
 use crate::cli::{Args, LogFormat};
+use crate::cpu::CpuPlan;
 use crate::listen::{self, ConnectionLimits};
 use crate::process::ProcessStats;
 
@@ -142,17 +143,27 @@ async fn housekeeping(state: Arc<AppState>) {
 /// Binds first and prints `listening on ADDR` to standard output, then loads
 /// the pipeline on a blocking thread while already answering probes. On a
 /// signal it stops accepting connections, lets in-flight requests finish for
-/// up to `--shutdown-grace-secs`, and returns.
+/// up to `--shutdown-grace-secs`, and returns. `cpu` is the thread plan
+/// the caller has applied ([`CpuPlan::apply`]) before starting the runtime;
+/// it is shown on `/info` and `/metrics`.
 ///
 /// # Errors
 /// [`ServeError`] when the address cannot be bound or the server fails.
-pub async fn run(args: Args) -> Result<(), ServeError> {
+pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
     init_logging(args.log_format);
     crate::redact::show_paths(args.show_paths);
     let metrics = Arc::new(PipelineMetrics::new());
     let mut state = AppState::new(Limits::from_args(&args), Arc::clone(&metrics))?;
     state.auth = ApiKeys::load(&args.api_keys, args.api_key_file.as_deref())?;
     state.protect_observability = args.protect_observability;
+    tracing::info!(
+        threads = cpu.threads,
+        source = ?cpu.source,
+        quota_cores = ?cpu.quota_cores,
+        affinity_cpus = ?cpu.affinity_cpus,
+        "compute threads"
+    );
+    state.cpu = Some(cpu);
     if state.auth.is_none() && !args.bind.ip().is_loopback() {
         tracing::warn!(addr = %args.bind, "listening beyond loopback without an API key: anyone who reaches this port can embed (set --api-key)");
     }

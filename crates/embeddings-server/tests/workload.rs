@@ -62,7 +62,17 @@ fn catalogued_families() -> BTreeSet<String> {
 
 #[test]
 fn every_family_in_the_exposition_is_in_the_catalogue_and_back() {
-    let server = Server::start_ready(&[]);
+    // A fake cgroup with a quota and counters, so the families that exist
+    // only in a container are exposed too.
+    let cgroup = tempfile::tempdir().expect("tempdir");
+    std::fs::write(cgroup.path().join("cpu.max"), "100000 100000\n").expect("cpu.max");
+    std::fs::write(
+        cgroup.path().join("cpu.stat"),
+        "nr_periods 1\nnr_throttled 0\nthrottled_usec 0\n",
+    )
+    .expect("cpu.stat");
+    let root = cgroup.path().to_str().expect("utf-8 path");
+    let server = Server::start_ready(&["--cgroup-root", root]);
     let exposed = exposed_families(&server.get("/metrics").text());
     let catalogued = catalogued_families();
     let missing: Vec<_> = exposed.difference(&catalogued).collect();
@@ -109,7 +119,7 @@ fn a_scripted_workload_gives_exact_figures_in_every_family_and_health_field() {
     let config = dir.path().join("workload.toml");
     std::fs::write(
         &config,
-        "[batching]\nqueue_capacity = 1\nworkers = 1\n\
+        "[batching]\nqueue_capacity = 1\nworkers = 1\nmax_response_floats = 16777216\n\
          [models.code]\npath = \"no-such-model\"\n[slots.code]\nmodel = \"code\"\n\
          [health]\nmin_models_loaded = 10\n",
     )
