@@ -59,10 +59,13 @@ pub struct HttpMetrics {
     duration_family: Family,
     /// Connections open now (accepted and not yet closed).
     open: AtomicU64,
-    /// Connections closed at once because `--max-connections` were open.
+    /// Connections closed unserved because `--max-connections` were open.
     refused: Counter,
+    /// Open connections asked to close to make room for a new one.
+    evicted: Counter,
     open_family: Family,
     refused_family: Family,
+    evicted_family: Family,
 }
 
 impl HttpMetrics {
@@ -107,13 +110,18 @@ impl HttpMetrics {
             )?,
             open: AtomicU64::new(0),
             refused: Counter::new(),
+            evicted: Counter::new(),
             open_family: Family::gauge(
                 &format!("{prefix}http_connections_open"),
                 "HTTP connections open now.",
             )?,
             refused_family: Family::counter(
                 &format!("{prefix}http_connections_refused"),
-                "Connections closed at once because --max-connections were already open.",
+                "Connections closed unserved: --max-connections were open and none became free.",
+            )?,
+            evicted_family: Family::counter(
+                &format!("{prefix}http_connections_evicted"),
+                "Open connections asked to close (once idle) to make room for a new one at --max-connections.",
             )?,
         })
     }
@@ -138,6 +146,11 @@ impl HttpMetrics {
     /// Counts one connection refused for the connection limit.
     pub fn connection_refused(&self) {
         self.refused.inc();
+    }
+
+    /// Counts one open connection asked to close for a new one.
+    pub fn connection_evicted(&self) {
+        self.evicted.inc();
     }
 
     /// The count for one endpoint and code (for tests and `/info`).
@@ -171,6 +184,9 @@ impl HttpMetrics {
         encoder
             .family(&self.refused_family)?
             .counter(&none, self.refused.get())?;
+        encoder
+            .family(&self.evicted_family)?
+            .counter(&none, self.evicted.get())?;
         Ok(())
     }
 }

@@ -300,26 +300,6 @@ fn a_short_api_key_is_refused_at_start() {
     assert!(stderr.contains("at least 16"), "{stderr}");
 }
 
-/// Reads until the server closes the connection (or resets it); `false` if
-/// it is still open after `limit`.
-fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
-    stream.set_read_timeout(Some(limit)).unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
-                return false;
-            }
-            Err(_) => return true,
-        }
-    }
-}
-
 #[test]
 fn trickled_headers_and_idle_connections_are_closed_by_the_header_timeout() {
     let server = Server::start_ready(&["--header-read-timeout-secs", "1"]);
@@ -333,17 +313,23 @@ fn trickled_headers_and_idle_connections_are_closed_by_the_header_timeout() {
     // Meanwhile the server answers others.
     assert_eq!(server.get("/livez").status, 200);
     assert!(
-        closed_by_server(&mut trickle, Duration::from_secs(60)),
+        common::closed_by_server(&mut trickle, Duration::from_secs(60)),
         "a request whose headers never complete is closed"
     );
-    assert!(closed_by_server(&mut one_byte, Duration::from_secs(60)));
+    assert!(common::closed_by_server(
+        &mut one_byte,
+        Duration::from_secs(60)
+    ));
     for mut stream in idle {
-        assert!(closed_by_server(&mut stream, Duration::from_secs(60)));
+        assert!(common::closed_by_server(
+            &mut stream,
+            Duration::from_secs(60)
+        ));
     }
     // A keep-alive connection left idle after a request is closed too.
     let mut kept = TcpStream::connect(server.addr).unwrap();
     write!(kept, "GET /livez HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-    assert!(closed_by_server(&mut kept, Duration::from_secs(60)));
+    assert!(common::closed_by_server(&mut kept, Duration::from_secs(60)));
     // The server decrements the gauge just after closing: poll.
     let deadline = Instant::now() + Duration::from_secs(60);
     while sample(
@@ -354,45 +340,6 @@ fn trickled_headers_and_idle_connections_are_closed_by_the_header_timeout() {
         assert!(Instant::now() < deadline, "connections still counted open");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-#[test]
-fn connections_beyond_the_cap_are_closed_and_counted_once_each() {
-    // A header timeout far beyond the test, so only the cap can close.
-    let server = Server::start_ready(&[
-        "--max-connections",
-        "3",
-        "--header-read-timeout-secs",
-        "3600",
-    ]);
-    let held: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(server.addr).unwrap())
-        .collect();
-    let mut extra = TcpStream::connect(server.addr).unwrap();
-    assert!(
-        closed_by_server(&mut extra, Duration::from_secs(30)),
-        "the fourth connection is closed at once"
-    );
-    drop(held);
-    // Our own scrapes may be refused until the server has seen the three
-    // close: count those too.
-    let mut refused = 1.0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let text = loop {
-        match common::try_request(server.addr, "GET", "/metrics", &[], b"") {
-            Ok(r) if r.status == 200 => break r.text(),
-            _ => refused += 1.0,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server never freed its slots"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(
-        sample(&text, "embeddings_http_connections_refused_total"),
-        Some(refused)
-    );
 }
 
 #[test]

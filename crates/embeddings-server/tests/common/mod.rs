@@ -244,3 +244,23 @@ pub(crate) fn sample(exposition: &str, series: &str) -> Option<f64> {
             .ok()
     })
 }
+
+/// Reads until the server closes the connection (or resets it); `false` if
+/// it is still open after `limit`.
+pub(crate) fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
