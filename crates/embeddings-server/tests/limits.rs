@@ -360,7 +360,7 @@ fn requests_beyond_the_concurrency_limit_are_shed_with_429() {
     let server = Server::start_ready(&["--max-concurrent-requests", "1"]);
     let addr = server.addr;
     let long = format!(
-        r#"{{"inputs": [{}]}}"#,
+        r#"{{"inputs": [{}], "models": ["semantic"], "fused": false}}"#,
         vec![format!("\"{}\"", "a long sentence to embed ".repeat(20)); 96].join(",")
     );
     let running = common::post_json_in_background(addr, "/embed", long);
