@@ -9,7 +9,8 @@
 # wrk, 4 connections, SECONDS_PER_RUN s, POST /embed of the first 32 short
 # sentences of benches/data/sentences.json (Semantic slot, cache off, so every
 # request runs a forward pass). Then, against the current build only, /health
-# latency (wrk --latency, 1 connection) while 4 connections saturate /embed.
+# latency (wrk --latency, 1 connection) while 4 connections saturate /embed,
+# and /livez latency without and with 2 000 idle connections held open.
 #
 # Needs wrk (Debian package `wrk`; installed here when missing and running as root).
 set -euo pipefail
@@ -84,5 +85,21 @@ LOAD=$!
 sleep 3
 wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$URL/health" | tee "$OUT/health-under-load.txt"
 wait $LOAD
+stop
+
+echo "== /livez without, then with 2 000 idle connections held open, current build"
+start "$AFTER_BIN"
+wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$URL/livez" | tee "$OUT/livez-quiet.txt"
+python3 - "$PORT" "$((SECONDS_PER_RUN + 5))" <<'PY' &
+import socket, sys, time
+port, hold = int(sys.argv[1]), float(sys.argv[2])
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2000)]
+time.sleep(hold)
+PY
+IDLE=$!
+sleep 2
+wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$URL/livez" | tee "$OUT/livez-2000-idle.txt"
+curl -s "$URL/metrics" | grep -E '^embeddings_http_connections_(open|evicted_total|refused_total) ' | tee "$OUT/connections.txt"
+wait $IDLE
 stop
 echo "== $(date -u +%FT%TZ) load after: $(cut -d' ' -f1-3 /proc/loadavg)"

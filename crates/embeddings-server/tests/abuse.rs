@@ -262,3 +262,37 @@ fn hostile_bodies_are_refused_once_each_and_the_process_lives() {
     assert_eq!(sample(&text, "embeddings_cache_misses_total"), Some(0.0));
     assert_eq!(server.get("/health").json()["verdict"], "healthy");
 }
+
+#[test]
+fn a_chunked_body_is_cut_off_at_the_limit_and_counted_once() {
+    let mut server = Server::start_ready(&["--max-body-bytes", "1024"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /embed HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    // No length declared: 4 chunks of 512 bytes, over the 1 024-byte limit.
+    // The server may answer (and close) before all of them are written.
+    for _ in 0..4 {
+        let chunk = format!("200\r\n{}\r\n", "x".repeat(512));
+        if stream.write_all(chunk.as_bytes()).is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let r = common::read_response(&mut stream).unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    let text = server.get("/metrics").text();
+    assert_eq!(
+        sample(
+            &text,
+            "embeddings_http_requests_total{endpoint=\"embed\",code=\"413\"}"
+        ),
+        Some(1.0)
+    );
+    alive(&mut server);
+}
