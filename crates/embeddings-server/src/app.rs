@@ -284,6 +284,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             count_requests,
         ))
+        .layer(middleware::from_fn(crate::error::openai_errors))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
 }
@@ -629,27 +630,28 @@ async fn openai_embeddings(
                 ErrorKind::Validation,
                 &id,
                 format!("encoding_format {other:?} is not supported; use \"float\" or \"base64\""),
-            ));
+            )
+            .param("encoding_format"));
         }
     };
     let slot = if body.model == "fused" {
         None
     } else {
-        let model = body
-            .model
-            .parse::<ModelId>()
-            .map_err(|e| ApiError::new(ErrorKind::Validation, &id, format!("{e}, or \"fused\"")))?;
+        let model = body.model.parse::<ModelId>().map_err(|e| {
+            ApiError::new(ErrorKind::Validation, &id, format!("{e}, or \"fused\"")).param("model")
+        })?;
         if model.output_kind() != embeddings_types::OutputKind::Dense {
             return Err(ApiError::new(
                 ErrorKind::Validation,
                 &id,
                 format!("slot {model} does not produce one dense vector; use POST /embed for it"),
-            ));
+            )
+            .param("model"));
         }
         Some(model)
     };
     let texts = body.input.into_vec();
-    check_inputs(&state, &id, &texts)?;
+    check_inputs(&state, &id, &texts).map_err(|e| e.param("input"))?;
     // `dimensions` is checked against the output's width before any work.
     if let (Some(d), Some(pipeline)) = (body.dimensions, state.ready()) {
         let registry = pipeline.describe();
@@ -667,7 +669,8 @@ async fn openai_embeddings(
                     "dimensions must be between 1 and {width} for {}",
                     body.model
                 ),
-            ));
+            )
+            .param("dimensions"));
         }
     }
     let options = EmbedOptions {
@@ -698,7 +701,8 @@ async fn openai_embeddings(
                         vector.len(),
                         body.model
                     ),
-                ));
+                )
+                .param("dimensions"));
             }
             Some(d) => api::shorten(vector, d),
         };

@@ -1,6 +1,7 @@
 //! The one error type of the HTTP layer: every failure answers with a JSON
 //! body `{"error": message, "kind": kind, "request_id": id}` and the status
-//! that tells the client what to do.
+//! that tells the client what to do; on `/v1/*` the same error is rendered
+//! in OpenAI's shape ([`openai_errors`]), so OpenAI clients show the message.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -89,6 +90,8 @@ pub struct ApiError {
     pub request_id: String,
     /// Seconds after which a retry makes sense (sent as `Retry-After`).
     pub retry_after_secs: Option<u64>,
+    /// The request field at fault, when one is (OpenAI's `param`).
+    pub param: Option<&'static str>,
 }
 
 impl ApiError {
@@ -99,7 +102,51 @@ impl ApiError {
             message: message.into(),
             request_id: id.as_str().to_owned(),
             retry_after_secs: None,
+            param: None,
         }
+    }
+
+    /// Names the request field at fault.
+    #[must_use]
+    pub fn param(mut self, field: &'static str) -> Self {
+        self.param = Some(field);
+        self
+    }
+
+    /// OpenAI's error `type` for this error.
+    #[must_use]
+    pub const fn openai_type(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Unauthorized => "authentication_error",
+            ErrorKind::Overloaded => "rate_limit_error",
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Internal => "server_error",
+            ErrorKind::MalformedJson
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::Validation
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTimeout => "invalid_request_error",
+        }
+    }
+
+    /// The same error in OpenAI's shape, `{"error": {message, type, param,
+    /// code}, "request_id"}` (`code` is our `kind`), keeping the status and
+    /// headers of `response` (which rendered it in ours).
+    #[must_use]
+    pub fn into_openai(self, response: Response) -> Response {
+        let body = serde_json::json!({
+            "error": {
+                "message": crate::redact::paths(&self.message),
+                "type": self.openai_type(),
+                "param": self.param,
+                "code": self.kind.as_str(),
+            },
+            "request_id": self.request_id,
+        });
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        Response::from_parts(parts, axum::body::Body::from(bytes))
     }
 
     /// Adds a `Retry-After` header.
@@ -170,6 +217,8 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // Kept for `openai_errors`, which re-renders errors on `/v1/*`.
+        response.extensions_mut().insert(self);
         response
     }
 }
@@ -215,4 +264,19 @@ mod tests {
         );
         assert_eq!(e.kind.status(), StatusCode::GATEWAY_TIMEOUT);
     }
+}
+
+/// Renders every error answered on `/v1/*` in OpenAI's shape (see
+/// [`ApiError::into_openai`]): the routes' own errors, and those of the
+/// layers in front of them (API key, load shedding, 404, 405).
+pub async fn openai_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let openai = request.uri().path().starts_with("/v1/");
+    let mut response = next.run(request).await;
+    if openai && let Some(error) = response.extensions_mut().remove::<ApiError>() {
+        return error.into_openai(response);
+    }
+    response
 }

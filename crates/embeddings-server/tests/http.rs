@@ -83,26 +83,52 @@ fn openai_compatible_embeddings() {
         .to_owned();
     assert_eq!(b64.len(), (256 * 4usize).div_ceil(3) * 4);
 
-    for (body, needle) in [
-        (r#"{"input": "a", "model": "nope"}"#, "late_interaction"),
-        (r#"{"input": "a", "model": "sparse"}"#, "/embed"),
+    // OpenAI's error shape, so OpenAI clients show the message.
+    for (body, needle, param) in [
+        (
+            r#"{"input": "a", "model": "nope"}"#,
+            "late_interaction",
+            "model",
+        ),
+        (r#"{"input": "a", "model": "sparse"}"#, "/embed", "model"),
         (
             r#"{"input": "a", "model": "semantic", "dimensions": 385}"#,
+            "dimensions",
             "dimensions",
         ),
         (
             r#"{"input": "a", "model": "semantic", "encoding_format": "hex"}"#,
             "base64",
+            "encoding_format",
+        ),
+        (
+            r#"{"input": [], "model": "semantic"}"#,
+            "at least one",
+            "input",
         ),
     ] {
         let r = server.post_json("/v1/embeddings", body);
         assert_eq!(r.status, 422, "{body}: {}", r.text());
+        let json = r.json();
+        let error = &json["error"];
         assert!(
-            r.json()["error"].as_str().unwrap().contains(needle),
+            error["message"].as_str().unwrap().contains(needle),
             "{}",
             r.text()
         );
+        assert_eq!(error["type"], "invalid_request_error");
+        assert_eq!(error["param"], param);
+        assert_eq!(error["code"], "validation");
+        assert!(json["request_id"].as_str().is_some());
     }
+    // The layers in front of the route answer in the same shape.
+    let r = server.post_json("/v1/embeddings", "{oops");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "malformed_json");
+    let r = server.get("/v1/nothing-here");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    assert!(r.json()["error"]["param"].is_null());
 }
 
 #[test]

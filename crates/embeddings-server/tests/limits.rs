@@ -259,6 +259,17 @@ fn api_keys_guard_the_embedding_routes_and_probes_stay_open() {
     }
     let ok = embed(Some(&format!("Bearer {key}")));
     assert_eq!(ok.status, 200, "{}", ok.text());
+    // On the OpenAI route, in OpenAI's error shape.
+    let openai = common::request(
+        server.addr,
+        "POST",
+        "/v1/embeddings",
+        &[("content-type", "application/json")],
+        br#"{"input": "hello", "model": "semantic"}"#,
+    );
+    assert_eq!(openai.status, 401);
+    assert_eq!(openai.json()["error"]["type"], "authentication_error");
+    assert_eq!(openai.json()["error"]["code"], "unauthorized");
     for probe in ["/livez", "/readyz", "/startupz"] {
         assert_eq!(server.get(probe).status, 200, "{probe} stays open");
     }
