@@ -20,9 +20,12 @@
 //! ```
 //!
 //! `POST /v1/embeddings` follows OpenAI's schema: `input` (string or array
-//! of strings), `model` (a dense slot name or `fused`), `encoding_format`
-//! (`float` or `base64`: little-endian `f32` bytes), `dimensions` (keep the
-//! first N components, then re-normalise to unit length).
+//! of strings; token ids are refused with a message saying to send text),
+//! `model` (a dense slot name or `fused`, as `GET /v1/models` lists them),
+//! `encoding_format` (`float` or `base64`: little-endian `f32` bytes),
+//! `dimensions` (keep the first N components, then re-normalise to unit
+//! length; checked before any work), `user` (accepted and ignored). Its
+//! errors take OpenAI's shape.
 
 use std::collections::BTreeMap;
 
@@ -76,11 +79,41 @@ pub struct EmbedRequest {
     pub fused: bool,
 }
 
+/// OpenAI's `input`: text, or token ids (which we refuse with the fix).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OpenAiInput {
+    /// One text.
+    One(String),
+    /// Several texts.
+    Many(Vec<String>),
+    /// One input as token ids.
+    Tokens(Vec<i64>),
+    /// Several inputs as token ids.
+    TokenLists(Vec<Vec<i64>>),
+}
+
+impl OpenAiInput {
+    /// The texts, or why token ids cannot be served (and what to send).
+    ///
+    /// # Errors
+    /// The message for a client that sent token ids.
+    pub fn into_texts(self) -> Result<Vec<String>, String> {
+        match self {
+            Self::One(s) => Ok(vec![s]),
+            Self::Many(v) => Ok(v),
+            Self::Tokens(_) | Self::TokenLists(_) => Err(
+                "`input` holds token ids; this server tokenizes text itself, with its models' own tokenizers (not tiktoken), so ids from another tokenizer would embed the wrong text: send the text as a string or a list of strings (LangChain's OpenAIEmbeddings: set check_embedding_ctx_length=False)".to_owned(),
+            ),
+        }
+    }
+}
+
 /// Body of `POST /v1/embeddings`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct OpenAiRequest {
     /// The texts.
-    pub input: Inputs,
+    pub input: OpenAiInput,
     /// A dense slot name, or `fused`.
     pub model: String,
     /// `float` (default) or `base64`.

@@ -29,15 +29,17 @@ use embeddings_types::ModelId;
 use serde::Serialize;
 use tower::ServiceBuilder;
 
-use crate::api::{self, EmbedRequest, OpenAiRequest};
+use crate::api::{self, EmbedRequest};
 use crate::auth::{self, ApiKeys};
 use crate::cli::Args;
 use crate::cpu::CpuPlan;
 use crate::error::{ApiError, ErrorKind};
-use crate::http_metrics::{ENDPOINTS, HttpMetrics, endpoint_index};
+use crate::http_metrics::HttpMetrics;
+use crate::openai;
 use crate::ops;
 pub use crate::ops::render_metrics;
 use crate::request_id::{self, RequestId};
+use crate::routes::{Endpoint, Group};
 
 /// Request limits, from the command line.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -73,7 +75,7 @@ impl Limits {
 
     /// When a request arriving now must be answered: one budget for reading
     /// the body and embedding together.
-    fn deadline(&self) -> tokio::time::Instant {
+    pub(crate) fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + Duration::from_secs(self.request_timeout_secs.max(1))
     }
 }
@@ -117,6 +119,8 @@ pub struct AppState {
     /// [`AppState::loader_started`], cleared when it ends however it ends).
     /// Still loading with no loader running: liveness fails.
     pub loader_running: AtomicBool,
+    /// When the pipeline finished loading (OpenAI's `created` of its models).
+    pub loaded_at: OnceLock<DateTime<Utc>>,
     /// The compute threads decided at start (`None` in tests that build the
     /// state without the binary's start-up).
     pub cpu: Option<CpuPlan>,
@@ -140,6 +144,7 @@ impl AppState {
             started: Instant::now(),
             heartbeat_us: AtomicI64::new(i64::MIN),
             loader_running: AtomicBool::new(false),
+            loaded_at: OnceLock::new(),
             cpu: None,
             auth: None,
             protect_observability: false,
@@ -153,7 +158,7 @@ impl AppState {
         }
     }
 
-    fn unavailable(&self, id: &RequestId) -> ApiError {
+    pub(crate) fn unavailable(&self, id: &RequestId) -> ApiError {
         let message = match self.pipeline.get() {
             Some(Loaded::Failed(reason)) => format!("the pipeline failed to load: {reason}"),
             _ => "the pipeline is still loading its models; retry shortly (see /readyz)".to_owned(),
@@ -258,24 +263,41 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .load_shed()
         .concurrency_limit(state.limits.max_concurrent_requests);
-    let embedding = Router::new()
-        .route("/embed", post(embed))
-        .route("/v1/embeddings", post(openai_embeddings))
-        .route_layer(shed)
-        .route_layer(guard());
-    let mut observability = Router::new()
-        .route("/metrics", get(ops::metrics))
-        .route("/health", get(ops::health))
-        .route("/info", get(ops::info));
+    let (mut compute, mut catalog, mut observability, mut probes) =
+        (Router::new(), Router::new(), Router::new(), Router::new());
+    for endpoint in Endpoint::ALL {
+        let Some(path) = endpoint.path() else {
+            continue;
+        };
+        let handler = match endpoint {
+            Endpoint::Embed => post(embed),
+            Endpoint::OpenAiEmbeddings => post(openai::embeddings),
+            Endpoint::OpenAiModels => get(openai::models),
+            Endpoint::OpenAiModel => get(openai::model),
+            Endpoint::Metrics => get(ops::metrics),
+            Endpoint::Health => get(ops::health),
+            Endpoint::Info => get(ops::info),
+            Endpoint::Livez => get(ops::livez),
+            Endpoint::Readyz => get(ops::readyz),
+            Endpoint::Startupz => get(ops::startupz),
+            Endpoint::Other => continue,
+        };
+        let group = match endpoint.group() {
+            Group::Compute => &mut compute,
+            Group::Catalog => &mut catalog,
+            Group::Observability => &mut observability,
+            Group::Probe => &mut probes,
+        };
+        *group = std::mem::take(group).route(path, handler);
+    }
+    let compute = compute.route_layer(shed).route_layer(guard());
+    let catalog = catalog.route_layer(guard());
     if state.protect_observability {
         observability = observability.route_layer(guard());
     }
-    let probes = Router::new()
-        .route("/livez", get(ops::livez))
-        .route("/readyz", get(ops::readyz))
-        .route("/startupz", get(ops::startupz));
     Router::new()
-        .merge(embedding)
+        .merge(compute)
+        .merge(catalog)
         .merge(observability)
         .merge(probes)
         .fallback(not_found)
@@ -299,13 +321,8 @@ async fn count_requests(
     let endpoint = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or(ENDPOINTS.len() - 1, |p| {
-            endpoint_index(match p.as_str() {
-                "/embed" => "embed",
-                "/v1/embeddings" => "openai_embeddings",
-                other => other.trim_start_matches('/'),
-            })
-        });
+        .map_or(Endpoint::Other, |p| Endpoint::from_path(p.as_str()))
+        .index();
     let response = next.run(request).await;
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     state
@@ -327,8 +344,9 @@ async fn not_found(request: Request) -> ApiError {
         ErrorKind::NotFound,
         &id,
         format!(
-            "no endpoint at {}; the endpoints are POST /embed, POST /v1/embeddings, GET /metrics, /health, /livez, /readyz, /startupz, /info",
-            request.uri().path()
+            "no endpoint at {}; the endpoints are {}",
+            request.uri().path(),
+            Endpoint::listing()
         ),
     )
 }
@@ -347,7 +365,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
 }
 
 /// Reads the body within the size limit and before `deadline`.
-async fn read_body(
+pub(crate) async fn read_body(
     state: &AppState,
     id: &RequestId,
     deadline: tokio::time::Instant,
@@ -405,7 +423,10 @@ async fn read_body(
 }
 
 /// Parses JSON: syntax errors (and invalid UTF-8) are 400, content errors 422.
-fn parse_json<T: serde::de::DeserializeOwned>(id: &RequestId, bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    id: &RequestId,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         let kind = match e.classify() {
@@ -422,7 +443,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(id: &RequestId, bytes: &[u8]) -> R
     })
 }
 
-fn check_inputs(state: &AppState, id: &RequestId, inputs: &[String]) -> Result<(), ApiError> {
+pub(crate) fn check_inputs(
+    state: &AppState,
+    id: &RequestId,
+    inputs: &[String],
+) -> Result<(), ApiError> {
     let limits = &state.limits;
     if inputs.is_empty() {
         return Err(ApiError::new(
@@ -469,7 +494,7 @@ fn parse_models(id: &RequestId, names: &[String]) -> Result<Vec<ModelId>, ApiErr
 }
 
 /// Runs a request through the pipeline's queue, mapping failures to HTTP.
-async fn run_pipeline(
+pub(crate) async fn run_pipeline(
     state: &AppState,
     id: &RequestId,
     deadline: tokio::time::Instant,
@@ -514,7 +539,7 @@ async fn run_pipeline(
     result.map_err(|e| ApiError::from_pipeline(id, &e))
 }
 
-fn server_timing(response: &mut Response, timings: &api::TimingsJson) {
+pub(crate) fn server_timing(response: &mut Response, timings: &api::TimingsJson) {
     let value = format!(
         "queue;dur={:.3}, tokenize;dur={:.3}, inference;dur={:.3}, total;dur={:.3}",
         timings.queue, timings.tokenization, timings.inference, timings.total
@@ -524,7 +549,7 @@ fn server_timing(response: &mut Response, timings: &api::TimingsJson) {
     }
 }
 
-fn timings(response: &EmbedResponse) -> api::TimingsJson {
+pub(crate) fn timings(response: &EmbedResponse) -> api::TimingsJson {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     api::TimingsJson {
         queue: ms(response.timings.queue_wait),
@@ -608,124 +633,6 @@ async fn embed(State(state): State<Arc<AppState>>, request: Request) -> Result<R
     let json = api::EmbedResponseJson {
         data: api::items(&result.embeddings),
         timings_ms: timings,
-    };
-    let mut response = json_response(StatusCode::OK, &id, &json);
-    server_timing(&mut response, &timings);
-    Ok(response)
-}
-
-async fn openai_embeddings(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let id = request_id(request.extensions());
-    let deadline = state.limits.deadline();
-    let bytes = read_body(&state, &id, deadline, request).await?;
-    let body: OpenAiRequest = parse_json(&id, &bytes)?;
-    let base64 = match body.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::new(
-                ErrorKind::Validation,
-                &id,
-                format!("encoding_format {other:?} is not supported; use \"float\" or \"base64\""),
-            )
-            .param("encoding_format"));
-        }
-    };
-    let slot = if body.model == "fused" {
-        None
-    } else {
-        let model = body.model.parse::<ModelId>().map_err(|e| {
-            ApiError::new(ErrorKind::Validation, &id, format!("{e}, or \"fused\"")).param("model")
-        })?;
-        if model.output_kind() != embeddings_types::OutputKind::Dense {
-            return Err(ApiError::new(
-                ErrorKind::Validation,
-                &id,
-                format!("slot {model} does not produce one dense vector; use POST /embed for it"),
-            )
-            .param("model"));
-        }
-        Some(model)
-    };
-    let texts = body.input.into_vec();
-    check_inputs(&state, &id, &texts).map_err(|e| e.param("input"))?;
-    // `dimensions` is checked against the output's width before any work.
-    if let (Some(d), Some(pipeline)) = (body.dimensions, state.ready()) {
-        let registry = pipeline.describe();
-        let width = match slot {
-            None => registry.fusion.as_ref().map(|f| f.dim),
-            Some(m) => registry.slot(m).dim,
-        };
-        if let Some(width) = width
-            && (d == 0 || d > width)
-        {
-            return Err(ApiError::new(
-                ErrorKind::Validation,
-                &id,
-                format!(
-                    "dimensions must be between 1 and {width} for {}",
-                    body.model
-                ),
-            )
-            .param("dimensions"));
-        }
-    }
-    let options = EmbedOptions {
-        slots: Some(slot.into_iter().collect()),
-        fused: slot.is_none(),
-        deadline: None,
-    };
-    let inputs = texts.into_iter().map(EmbedInput::new).collect();
-    let result = run_pipeline(&state, &id, deadline, inputs, options).await?;
-
-    let mut data = Vec::with_capacity(result.embeddings.len());
-    let mut tokens = 0;
-    for (index, e) in result.embeddings.iter().enumerate() {
-        tokens += e.token_count();
-        let vector: &[f32] = match slot {
-            None => e.fused().unwrap_or_default(),
-            Some(ModelId::Causal) => e.causal().map(|p| &p.cause[..]).unwrap_or_default(),
-            Some(m) => e.dense(m).unwrap_or_default(),
-        };
-        let vector = match body.dimensions {
-            None => vector.to_vec(),
-            Some(d) if d == 0 || d > vector.len() => {
-                return Err(ApiError::new(
-                    ErrorKind::Validation,
-                    &id,
-                    format!(
-                        "dimensions must be between 1 and {} for {}",
-                        vector.len(),
-                        body.model
-                    ),
-                )
-                .param("dimensions"));
-            }
-            Some(d) => api::shorten(vector, d),
-        };
-        let embedding = if base64 {
-            api::OpenAiVector::Base64(api::to_base64(&vector))
-        } else {
-            api::OpenAiVector::Float(vector)
-        };
-        data.push(api::OpenAiItem {
-            object: "embedding",
-            index,
-            embedding,
-        });
-    }
-    let timings = timings(&result);
-    let json = api::OpenAiResponse {
-        object: "list",
-        data,
-        model: body.model,
-        usage: api::OpenAiUsage {
-            prompt_tokens: tokens,
-            total_tokens: tokens,
-        },
     };
     let mut response = json_response(StatusCode::OK, &id, &json);
     server_timing(&mut response, &timings);

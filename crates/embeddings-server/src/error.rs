@@ -223,6 +223,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Renders every error answered on `/v1/*` in OpenAI's shape (see
+/// [`ApiError::into_openai`]): the routes' own errors, and those of the
+/// layers in front of them (API key, load shedding, 404, 405).
+pub async fn openai_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let openai = request.uri().path().starts_with("/v1/");
+    let mut response = next.run(request).await;
+    if openai && let Some(error) = response.extensions_mut().remove::<ApiError>() {
+        return error.into_openai(response);
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -264,19 +279,4 @@ mod tests {
         );
         assert_eq!(e.kind.status(), StatusCode::GATEWAY_TIMEOUT);
     }
-}
-
-/// Renders every error answered on `/v1/*` in OpenAI's shape (see
-/// [`ApiError::into_openai`]): the routes' own errors, and those of the
-/// layers in front of them (API key, load shedding, 404, 405).
-pub async fn openai_errors(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let openai = request.uri().path().starts_with("/v1/");
-    let mut response = next.run(request).await;
-    if openai && let Some(error) = response.extensions_mut().remove::<ApiError>() {
-        return error.into_openai(response);
-    }
-    response
 }

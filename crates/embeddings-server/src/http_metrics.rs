@@ -7,6 +7,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::routes::Endpoint;
+
 use embeddings_metrics::histogram::DEFAULT_PRECISION_BITS;
 use embeddings_metrics::{
     Counter, DEFAULT_LATENCY_BOUNDS_US, Encoder, ExportBounds, Family, Histogram, Labels,
@@ -14,17 +16,15 @@ use embeddings_metrics::{
 };
 
 /// The endpoints, as they appear in the `endpoint` label.
-pub const ENDPOINTS: [&str; 9] = [
-    "embed",
-    "openai_embeddings",
-    "metrics",
-    "health",
-    "livez",
-    "readyz",
-    "startupz",
-    "info",
-    "other",
-];
+pub const ENDPOINTS: [&str; Endpoint::ALL.len()] = {
+    let mut labels = [""; Endpoint::ALL.len()];
+    let mut i = 0;
+    while i < labels.len() {
+        labels[i] = Endpoint::ALL[i].label();
+        i += 1;
+    }
+    labels
+};
 
 /// The status codes the server answers with, as they appear in the `code` label.
 pub const CODES: [u16; 13] = [

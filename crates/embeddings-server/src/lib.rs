@@ -31,11 +31,13 @@ pub mod cpu;
 pub mod error;
 pub mod http_metrics;
 mod listen;
+mod openai;
 mod ops;
 pub mod process;
 mod process_families;
 pub mod redact;
 pub mod request_id;
+pub mod routes;
 mod serve;
 
 pub use serve::{ServeError, run};

@@ -203,6 +203,7 @@ pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
         });
         match &loaded {
             Loaded::Ready(_) => {
+                let _ = loader.loaded_at.set(chrono::Utc::now());
                 tracing::info!(seconds = started.elapsed().as_secs_f64(), "pipeline ready");
             }
             Loaded::Failed(e) => {

@@ -121,6 +121,71 @@ fn openai_compatible_embeddings() {
         assert_eq!(error["code"], "validation");
         assert!(json["request_id"].as_str().is_some());
     }
+    // Token ids (what LangChain's OpenAIEmbeddings sends by default): the
+    // message says what to send instead.
+    for body in [
+        r#"{"input": [1, 2, 3], "model": "semantic"}"#,
+        r#"{"input": [[1, 2], [3]], "model": "semantic"}"#,
+    ] {
+        let r = server.post_json("/v1/embeddings", body);
+        assert_eq!(r.status, 422, "{}", r.text());
+        let error = &r.json()["error"];
+        assert!(error["message"].as_str().unwrap().contains("tiktoken"));
+        assert_eq!(error["param"], "input");
+    }
+    // `user` is accepted and ignored.
+    let r = server.post_json(
+        "/v1/embeddings",
+        r#"{"input": "a", "model": "semantic", "user": "someone"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The model list: the dense slots and `fused`, with their widths.
+    let list = server.get("/v1/models").json();
+    assert_eq!(list["object"], "list");
+    let data = list["data"].as_array().unwrap();
+    let width = |id: &str| {
+        data.iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["dimensions"].as_u64().unwrap())
+    };
+    assert_eq!(width("semantic"), Some(384));
+    assert_eq!(width("fused"), Some(1536));
+    assert_eq!(width("sparse"), None, "not a dense slot");
+    assert!(
+        data.iter()
+            .all(|m| m["object"] == "model" && m["created"].as_i64().unwrap() > 0)
+    );
+    let one = server.get("/v1/models/fused");
+    assert_eq!(one.status, 200);
+    assert_eq!(one.json()["dimensions"], 1536);
+    let missing = server.get("/v1/models/nope");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["param"], "model");
+    assert!(
+        missing.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("semantic")
+    );
+    let text = server.get("/metrics").text();
+    for (endpoint, code, n) in [
+        ("openai_models", 200, 1.0),
+        ("openai_model", 200, 1.0),
+        ("openai_model", 404, 1.0),
+    ] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(
+                    "embeddings_http_requests_total{{endpoint=\"{endpoint}\",code=\"{code}\"}}"
+                )
+            ),
+            Some(n),
+            "{endpoint} {code}: every route has its own label"
+        );
+    }
+
     // The layers in front of the route answer in the same shape.
     let r = server.post_json("/v1/embeddings", "{oops");
     assert_eq!(r.status, 400);

@@ -1,0 +1,164 @@
+//! The one route table: every path the server answers, the `endpoint`
+//! label its requests are counted under, and the guard group it sits in.
+//! `app::router` registers exactly these (an exhaustive `match` gives each
+//! its handler, so a new endpoint cannot be routed without a label, nor
+//! labelled without a route).
+
+/// An endpoint of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /embed`: the native 12-slot API.
+    Embed,
+    /// `POST /v1/embeddings`: OpenAI's embeddings API.
+    OpenAiEmbeddings,
+    /// `GET /v1/models`: OpenAI's model list.
+    OpenAiModels,
+    /// `GET /v1/models/{id}`: one model.
+    OpenAiModel,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /health`.
+    Health,
+    /// `GET /info`.
+    Info,
+    /// `GET /livez`.
+    Livez,
+    /// `GET /readyz`.
+    Readyz,
+    /// `GET /startupz`.
+    Startupz,
+    /// Anything else (404, and 405 on no route).
+    Other,
+}
+
+/// Which guards a route sits behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// API key and load shedding: the routes that compute.
+    Compute,
+    /// API key: what describes the service to clients.
+    Catalog,
+    /// API key only with `--protect-observability`.
+    Observability,
+    /// Always open: the orchestrator's probes.
+    Probe,
+}
+
+impl Endpoint {
+    /// Every endpoint, in label order (`Other` last).
+    pub const ALL: [Self; 11] = [
+        Self::Embed,
+        Self::OpenAiEmbeddings,
+        Self::OpenAiModels,
+        Self::OpenAiModel,
+        Self::Metrics,
+        Self::Health,
+        Self::Info,
+        Self::Livez,
+        Self::Readyz,
+        Self::Startupz,
+        Self::Other,
+    ];
+
+    /// The route path (axum syntax); `None` for [`Endpoint::Other`].
+    #[must_use]
+    pub const fn path(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Embed => "/embed",
+            Self::OpenAiEmbeddings => "/v1/embeddings",
+            Self::OpenAiModels => "/v1/models",
+            Self::OpenAiModel => "/v1/models/{id}",
+            Self::Metrics => "/metrics",
+            Self::Health => "/health",
+            Self::Info => "/info",
+            Self::Livez => "/livez",
+            Self::Readyz => "/readyz",
+            Self::Startupz => "/startupz",
+            Self::Other => return None,
+        })
+    }
+
+    /// The HTTP method it answers.
+    #[must_use]
+    pub const fn method(self) -> &'static str {
+        match self {
+            Self::Embed | Self::OpenAiEmbeddings => "POST",
+            _ => "GET",
+        }
+    }
+
+    /// Every route as `METHOD /path`, for messages.
+    #[must_use]
+    pub fn listing() -> String {
+        Self::ALL
+            .into_iter()
+            .filter_map(|e| e.path().map(|p| format!("{} {p}", e.method())))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The `endpoint` label of `embeddings_http_requests_total`.
+    #[must_use]
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Embed => "embed",
+            Self::OpenAiEmbeddings => "openai_embeddings",
+            Self::OpenAiModels => "openai_models",
+            Self::OpenAiModel => "openai_model",
+            Self::Metrics => "metrics",
+            Self::Health => "health",
+            Self::Info => "info",
+            Self::Livez => "livez",
+            Self::Readyz => "readyz",
+            Self::Startupz => "startupz",
+            Self::Other => "other",
+        }
+    }
+
+    /// The guards in front of it.
+    #[must_use]
+    pub const fn group(self) -> Group {
+        match self {
+            Self::Embed | Self::OpenAiEmbeddings => Group::Compute,
+            Self::OpenAiModels | Self::OpenAiModel => Group::Catalog,
+            Self::Metrics | Self::Health | Self::Info | Self::Other => Group::Observability,
+            Self::Livez | Self::Readyz | Self::Startupz => Group::Probe,
+        }
+    }
+
+    /// The endpoint a matched route path belongs to.
+    #[must_use]
+    pub fn from_path(path: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|e| e.path() == Some(path))
+            .unwrap_or(Self::Other)
+    }
+
+    /// Its position in [`Endpoint::ALL`].
+    #[must_use]
+    pub fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|e| *e == self)
+            .unwrap_or(Self::ALL.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_maps_back_to_its_endpoint_and_labels_are_distinct() {
+        let mut labels = std::collections::BTreeSet::new();
+        for e in Endpoint::ALL {
+            assert!(labels.insert(e.label()), "{} twice", e.label());
+            if let Some(path) = e.path() {
+                assert_eq!(Endpoint::from_path(path), e);
+            }
+            assert_eq!(Endpoint::ALL[e.index()], e);
+        }
+        assert_eq!(Endpoint::from_path("/nowhere"), Endpoint::Other);
+    }
+}
