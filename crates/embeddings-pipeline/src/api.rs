@@ -21,6 +21,7 @@ use crate::output::MultiEmbedding;
 use crate::registry::{Backend, ModelRegistry, SlotState};
 use crate::request::{self, Caller, Mode, Request};
 use crate::ticket::EmbedTicket;
+use crate::tokenize::TokenInfo;
 use embeddings_types::ModelId;
 
 /// The twelve-slot embedding pipeline. `Send + Sync`; every method takes
@@ -354,6 +355,60 @@ impl EmbeddingPipeline {
     #[must_use]
     pub fn tokens_admitted(&self) -> usize {
         self.batcher.tokens_admitted()
+    }
+
+    /// Every token of `text` as `slot`'s tokenizer reads it (special tokens
+    /// added when asked; not truncated), with the text each covers.
+    ///
+    /// # Errors
+    /// [`PipelineError::SlotUnavailable`] when `slot` is not loaded or reads
+    /// no tokens; [`PipelineError::Tokenization`] when the tokenizer fails.
+    pub fn tokenize(
+        &self,
+        slot: ModelId,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<TokenInfo>, PipelineError> {
+        let (tokenizer, _) = self.tokenizer_of(slot)?;
+        tokenizer
+            .describe(text, add_special_tokens)
+            .map_err(|reason| PipelineError::Tokenization { index: 0, reason })
+    }
+
+    /// The text of token `ids` under `slot`'s tokenizer.
+    ///
+    /// # Errors
+    /// As [`tokenize`](Self::tokenize).
+    pub fn decode(
+        &self,
+        slot: ModelId,
+        ids: &[u32],
+        skip_special_tokens: bool,
+    ) -> Result<String, PipelineError> {
+        let (tokenizer, _) = self.tokenizer_of(slot)?;
+        tokenizer
+            .decode(ids, skip_special_tokens)
+            .map_err(|reason| PipelineError::Tokenization { index: 0, reason })
+    }
+
+    /// The longest input `slot`'s checkpoint takes, in tokens (special
+    /// tokens included); `None` for a slot that takes any length or is not
+    /// loaded.
+    #[must_use]
+    pub fn max_input_tokens(&self, slot: ModelId) -> Option<usize> {
+        self.engine.tokenizer_of(slot).and_then(|(_, max)| max)
+    }
+
+    fn tokenizer_of(
+        &self,
+        slot: ModelId,
+    ) -> Result<(&crate::tokenize::TextTokenizer, Option<usize>), PipelineError> {
+        self.engine
+            .tokenizer_of(slot)
+            .ok_or_else(|| PipelineError::SlotUnavailable {
+                slot,
+                reason: "it is not loaded or reads no tokens".to_owned(),
+            })
     }
 
     /// Batch worker threads running now.

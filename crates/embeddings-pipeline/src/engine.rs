@@ -281,6 +281,30 @@ impl Engine {
         }
     }
 
+    /// The tokenizer `slot` reads its input with, and the longest input (in
+    /// tokens, special tokens included) its checkpoint takes (`None` for the
+    /// built-in slots, which take any length); `None` when the slot is not
+    /// loaded or reads no tokens (the temporal slots).
+    pub(crate) fn tokenizer_of(&self, slot: ModelId) -> Option<(&TextTokenizer, Option<usize>)> {
+        if !self.loaded.contains(slot) {
+            return None;
+        }
+        if let Some(plan) = self
+            .plans
+            .iter()
+            .find(|p| p.slots.iter().any(|(id, _)| *id == slot))
+        {
+            let entry = self.models.get(plan.model)?;
+            let max_len = entry.checkpoint.as_ref().map(|c| c.max_len);
+            return entry.tokenizer.as_deref().map(|t| (t, max_len));
+        }
+        if matches!(slot, ModelId::Sparse | ModelId::Hdc) {
+            let entry = self.models.get(self.builtin_tokenizer?)?;
+            return entry.tokenizer.as_deref().map(|t| (t, None));
+        }
+        None
+    }
+
     /// Whether a plan serves any slot in `run`.
     pub(crate) fn plan_runs(plan: &Plan, run: SlotMask) -> bool {
         plan.slots.iter().any(|(id, _)| run.contains(*id))

@@ -258,6 +258,7 @@ pub use registry::{
     Backend, FusionReport, HeadKind, ModelRegistry, ModelReport, SlotReport, SlotState,
 };
 pub use ticket::EmbedTicket;
+pub use tokenize::TokenInfo;
 
 #[cfg(test)]
 mod tests {

@@ -109,3 +109,64 @@ impl TextTokenizer {
         Ok(processed.get_ids().to_vec())
     }
 }
+
+/// One token of a text, as [`EmbeddingPipeline::tokenize`](crate::EmbeddingPipeline::tokenize)
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenInfo {
+    /// The token id.
+    pub id: u32,
+    /// The text it covers (for a special token, the token itself, e.g. `[CLS]`).
+    pub text: String,
+    /// Whether the tokenizer's post-processor added it (`[CLS]`, `[SEP]`).
+    pub special: bool,
+    /// Byte offset in the text where it starts; `None` for special tokens.
+    pub start: Option<usize>,
+    /// Byte offset where it ends (exclusive); `None` for special tokens.
+    pub stop: Option<usize>,
+}
+
+impl TextTokenizer {
+    /// Every token of `text` (special tokens added when asked), with what
+    /// it covers. Not truncated.
+    pub(crate) fn describe(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<Vec<TokenInfo>, String> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| e.to_string())?;
+        let tokens = enc.get_tokens();
+        let offsets = enc.get_offsets();
+        let special = enc.get_special_tokens_mask();
+        Ok(enc
+            .get_ids()
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| {
+                let is_special = special.get(i).is_some_and(|s| *s == 1);
+                let (start, stop) = offsets.get(i).copied().unwrap_or_default();
+                let covered = text.get(start..stop).filter(|_| !is_special);
+                TokenInfo {
+                    id,
+                    text: covered
+                        .map(str::to_owned)
+                        .or_else(|| tokens.get(i).cloned())
+                        .unwrap_or_default(),
+                    special: is_special,
+                    start: covered.map(|_| start),
+                    stop: covered.map(|_| stop),
+                }
+            })
+            .collect())
+    }
+
+    /// The text of `ids`.
+    pub(crate) fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -416,3 +416,35 @@ fn tokenizer_json_is_present_for_the_default_model() {
         "set EMBEDDINGS_MODELS_DIR"
     );
 }
+
+#[test]
+fn tokenize_reports_each_token_and_decode_reverses_it() {
+    let p = full();
+    let tokens = p.tokenize(ModelId::Semantic, "Hello world", true).unwrap();
+    let texts: Vec<&str> = tokens.iter().map(|t| t.text.as_str()).collect();
+    assert_eq!(texts, ["[CLS]", "Hello", "world", "[SEP]"]);
+    assert!(tokens[0].special && tokens[0].start.is_none());
+    assert_eq!((tokens[1].start, tokens[1].stop), (Some(0), Some(5)));
+    assert_eq!((tokens[2].start, tokens[2].stop), (Some(6), Some(11)));
+    let plain = p.tokenize(ModelId::Semantic, "Hello world", false).unwrap();
+    assert_eq!(plain.len(), 2, "no special tokens when not asked");
+    let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
+    assert_eq!(
+        p.decode(ModelId::Semantic, &ids, true).unwrap(),
+        "hello world"
+    );
+    assert_eq!(
+        p.decode(ModelId::Semantic, &ids, false).unwrap(),
+        "[CLS] hello world [SEP]"
+    );
+    assert_eq!(p.max_input_tokens(ModelId::Semantic), Some(256));
+    assert_eq!(
+        p.max_input_tokens(ModelId::Sparse),
+        None,
+        "built-in: any length"
+    );
+    assert!(matches!(
+        p.tokenize(ModelId::TemporalRecent, "x", true),
+        Err(PipelineError::SlotUnavailable { .. })
+    ));
+}
