@@ -19,6 +19,10 @@ BEFORE=${1:?usage: benches/http_ab.sh BEFORE_REV}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18182}
+# The native route of each build: /embed_multi since 2026-12-01; revisions
+# before that served it at /embed (BEFORE_EMBED_PATH=/embed for those).
+EMBED_PATH=${EMBED_PATH:-/embed_multi}
+BEFORE_EMBED_PATH=${BEFORE_EMBED_PATH:-/embed_multi}
 OUT=${OUT:-target/bench-results/http-ab}
 mkdir -p "$OUT"
 
@@ -68,9 +72,10 @@ start() {
 echo "== $(date -u +%FT%TZ) load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq 1 "$ROUNDS"); do
   for which in before after; do
-    bin=$BEFORE_BIN; [ "$which" = after ] && bin=$AFTER_BIN
+    bin=$BEFORE_BIN; path=$BEFORE_EMBED_PATH
+    if [ "$which" = after ]; then bin=$AFTER_BIN; path=$EMBED_PATH; fi
     start "$bin"
-    wrk -t1 -c4 -d"${SECONDS_PER_RUN}s" --latency -s benches/http/embed.lua "$URL/embed" > "$OUT/$which-$round.txt"
+    wrk -t1 -c4 -d"${SECONDS_PER_RUN}s" --latency -s benches/http/embed.lua "$URL$path" > "$OUT/$which-$round.txt"
     stop
     rps=$(awk '/^Requests\/sec/ {print $2}' "$OUT/$which-$round.txt")
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$OUT/$which-$round.txt")
@@ -80,7 +85,7 @@ done
 
 echo "== /health while /embed is saturated (4 connections), current build"
 start "$AFTER_BIN"
-wrk -t1 -c4 -d"$((SECONDS_PER_RUN * 2 + 5))s" -s benches/http/embed.lua "$URL/embed" > "$OUT/saturating.txt" &
+wrk -t1 -c4 -d"$((SECONDS_PER_RUN * 2 + 5))s" -s benches/http/embed.lua "$URL$EMBED_PATH" > "$OUT/saturating.txt" &
 LOAD=$!
 sleep 3
 wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$URL/health" | tee "$OUT/health-under-load.txt"

@@ -44,11 +44,11 @@ done
 URL="http://127.0.0.1:$PORT"
 export BODY_FILE="$OUT/body.json"
 for c in 1 4; do
-  wrk -t1 -c"$c" -d"${SECONDS_PER_RUN}s" --latency -s benches/http/embed.lua "$URL/embed" | tee "$OUT/http-embed-c$c.txt"
+  wrk -t1 -c"$c" -d"${SECONDS_PER_RUN}s" --latency -s benches/http/embed.lua "$URL/embed_multi" | tee "$OUT/http-embed-c$c.txt"
 done
 
 echo "== /health and /metrics while /embed is saturated (4 connections)"
-wrk -t1 -c4 -d"$((SECONDS_PER_RUN * 2 + 5))s" -s benches/http/embed.lua "$URL/embed" > "$OUT/saturating.txt" &
+wrk -t1 -c4 -d"$((SECONDS_PER_RUN * 2 + 5))s" -s benches/http/embed.lua "$URL/embed_multi" > "$OUT/saturating.txt" &
 LOAD=$!
 sleep 3
 wrk -t1 -c1 -d"${SECONDS_PER_RUN}s" --latency "$URL/health" | tee "$OUT/health-under-load.txt"

@@ -1,6 +1,6 @@
 //! The JSON bodies of the embedding endpoints: what clients send and get back.
 //!
-//! `POST /embed` (the native schema):
+//! `POST /embed_multi` (the native schema):
 //! ```json
 //! {"inputs": "text" | ["text", ...],
 //!  "models": ["semantic", "sparse", ...],      // optional: a subset of slots (default: every enabled slot)
@@ -59,7 +59,7 @@ fn yes() -> bool {
     true
 }
 
-/// Body of `POST /embed`.
+/// Body of `POST /embed_multi`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequest {

@@ -40,6 +40,7 @@ use crate::ops;
 pub use crate::ops::render_metrics;
 use crate::request_id::{self, RequestId};
 use crate::routes::{Endpoint, Group};
+use crate::tei;
 
 /// Request limits, from the command line.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -124,6 +125,8 @@ pub struct AppState {
     /// The compute threads decided at start (`None` in tests that build the
     /// state without the binary's start-up).
     pub cpu: Option<CpuPlan>,
+    /// The slot TEI's `/embed` serves (`--tei-slot`).
+    pub tei_slot: ModelId,
 }
 
 impl AppState {
@@ -146,6 +149,7 @@ impl AppState {
             loader_running: AtomicBool::new(false),
             loaded_at: OnceLock::new(),
             cpu: None,
+            tei_slot: ModelId::Semantic,
             auth: None,
             protect_observability: false,
         })
@@ -270,7 +274,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             continue;
         };
         let handler = match endpoint {
-            Endpoint::Embed => post(embed),
+            Endpoint::EmbedMulti => post(embed),
+            Endpoint::Embed | Endpoint::Root => post(tei::embed),
+            Endpoint::EmbedSparse => post(tei::embed_sparse),
+            Endpoint::EmbedAll => post(tei::embed_all),
+            Endpoint::Tokenize => post(tei::tokenize),
+            Endpoint::Decode => post(tei::decode),
             Endpoint::OpenAiEmbeddings => post(openai::embeddings),
             Endpoint::OpenAiModels => get(openai::models),
             Endpoint::OpenAiModel => get(openai::model),
@@ -306,7 +315,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             count_requests,
         ))
-        .layer(middleware::from_fn(crate::error::openai_errors))
+        .layer(middleware::from_fn(crate::error::render_errors))
         .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
 }

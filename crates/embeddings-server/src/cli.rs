@@ -5,6 +5,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use embeddings_types::{ModelId, OutputKind};
+
+/// Parses a slot name that produces one dense vector.
+fn dense_slot(name: &str) -> Result<ModelId, String> {
+    let slot: ModelId = name.parse().map_err(|e| format!("{e}"))?;
+    if slot.output_kind() == OutputKind::Dense {
+        Ok(slot)
+    } else {
+        Err(format!(
+            "slot `{slot}` does not produce one dense vector; name a dense slot such as `semantic`"
+        ))
+    }
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -150,6 +163,11 @@ pub struct Args {
     /// counters are read there).
     #[arg(long, env = "EMBEDDINGS_CGROUP_ROOT", default_value = crate::cpu::DEFAULT_CGROUP_ROOT)]
     pub cgroup_root: PathBuf,
+
+    /// The slot TEI's `POST /embed` (and `POST /`) serves: a dense slot
+    /// name (`GET /v1/models` lists them).
+    #[arg(long, env = "EMBEDDINGS_TEI_SLOT", default_value = "semantic", value_parser = dense_slot)]
+    pub tei_slot: ModelId,
 
     /// Show full filesystem paths in error bodies, `/health`, `/info` and
     /// the probes (for debugging); by default they name `…/parent/file`, and

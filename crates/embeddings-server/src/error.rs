@@ -1,7 +1,8 @@
 //! The one error type of the HTTP layer: every failure answers with a JSON
 //! body `{"error": message, "kind": kind, "request_id": id}` and the status
-//! that tells the client what to do; on `/v1/*` the same error is rendered
-//! in OpenAI's shape ([`openai_errors`]), so OpenAI clients show the message.
+//! that tells the client what to do; on `/v1/*` and the TEI routes the same
+//! error is rendered in OpenAI's or TEI's shape ([`render_errors`]), so
+//! their clients show the message.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +39,8 @@ pub enum ErrorKind {
     /// 401: the route needs an API key (`Authorization: Bearer KEY`) and
     /// none, or a wrong one, was sent.
     Unauthorized,
+    /// 400: nothing to do (no inputs, no ids): TEI's `Empty`.
+    Empty,
 }
 
 impl ErrorKind {
@@ -56,6 +59,7 @@ impl ErrorKind {
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Empty => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -74,6 +78,7 @@ impl ErrorKind {
             Self::Timeout => "timeout",
             Self::Internal => "internal",
             Self::Unauthorized => "unauthorized",
+            Self::Empty => "empty",
         }
     }
 }
@@ -125,8 +130,50 @@ impl ApiError {
             | ErrorKind::Validation
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed
-            | ErrorKind::RequestTimeout => "invalid_request_error",
+            | ErrorKind::RequestTimeout
+            | ErrorKind::Empty => "invalid_request_error",
         }
+    }
+
+    /// TEI's `error_type` for this error, and the status TEI answers it
+    /// with where TEI has one (its own statuses: `Validation` 422, `Empty`
+    /// 400, `Overloaded` 429, `Backend` 424, `Unhealthy` 503); the limits
+    /// TEI does not have (401, 404, 405, 408, 413, 504, malformed JSON)
+    /// keep ours.
+    #[must_use]
+    pub const fn tei_type(&self) -> (&'static str, Option<StatusCode>) {
+        match self.kind {
+            ErrorKind::Validation => ("Validation", Some(StatusCode::UNPROCESSABLE_ENTITY)),
+            ErrorKind::Empty => ("Empty", Some(StatusCode::BAD_REQUEST)),
+            ErrorKind::Overloaded => ("Overloaded", Some(StatusCode::TOO_MANY_REQUESTS)),
+            ErrorKind::Internal => ("Backend", Some(StatusCode::FAILED_DEPENDENCY)),
+            ErrorKind::Unavailable => ("Unhealthy", Some(StatusCode::SERVICE_UNAVAILABLE)),
+            ErrorKind::Timeout => ("Backend", None),
+            ErrorKind::MalformedJson
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTimeout
+            | ErrorKind::Unauthorized => ("Validation", None),
+        }
+    }
+
+    /// The same error in TEI's shape, `{"error", "error_type"}`, keeping the
+    /// headers of `response` (which rendered it in ours).
+    #[must_use]
+    pub fn into_tei(self, response: Response) -> Response {
+        let (error_type, status) = self.tei_type();
+        let body = serde_json::json!({
+            "error": crate::redact::paths(&self.message),
+            "error_type": error_type,
+        });
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if let Some(status) = status {
+            parts.status = status;
+        }
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        Response::from_parts(parts, axum::body::Body::from(bytes))
     }
 
     /// The same error in OpenAI's shape, `{"error": {message, type, param,
@@ -217,25 +264,31 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        // Kept for `openai_errors`, which re-renders errors on `/v1/*`.
+        // Kept for `render_errors`, which re-renders it for OpenAI and TEI clients.
         response.extensions_mut().insert(self);
         response
     }
 }
 
-/// Renders every error answered on `/v1/*` in OpenAI's shape (see
-/// [`ApiError::into_openai`]): the routes' own errors, and those of the
-/// layers in front of them (API key, load shedding, 404, 405).
-pub async fn openai_errors(
+/// Renders the errors of each surface in its clients' shape: OpenAI's on
+/// `/v1/*` (see [`ApiError::into_openai`]), TEI's on the TEI routes (see
+/// [`ApiError::into_tei`]), ours elsewhere. Covers the routes' own errors
+/// and those of the layers in front of them (API key, load shedding, 404,
+/// 405).
+pub async fn render_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let openai = request.uri().path().starts_with("/v1/");
+    let style = crate::routes::Style::of(&request);
     let mut response = next.run(request).await;
-    if openai && let Some(error) = response.extensions_mut().remove::<ApiError>() {
-        return error.into_openai(response);
+    let Some(error) = response.extensions_mut().remove::<ApiError>() else {
+        return response;
+    };
+    match style {
+        crate::routes::Style::OpenAi => error.into_openai(response),
+        crate::routes::Style::Tei => error.into_tei(response),
+        crate::routes::Style::Native => response,
     }
-    response
 }
 
 #[cfg(test)]

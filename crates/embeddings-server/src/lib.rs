@@ -1,7 +1,15 @@
-//! The HTTP service of the embeddings pipeline: `POST /embed`, the
-//! OpenAI-compatible `POST /v1/embeddings`, `GET /metrics` (Prometheus text or
-//! OpenMetrics), `GET /health`, the probes `/livez`, `/readyz`, `/startupz`,
-//! and `GET /info`.
+//! The HTTP service of the embeddings pipeline. Three protocols, one route
+//! table ([`routes`]):
+//!
+//! | protocol | routes | for |
+//! |---|---|---|
+//! | native | `POST /embed_multi` | every slot, timestamps, positions, the fused vector ([`api`]) |
+//! | OpenAI | `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/models/{id}` | OpenAI clients ([`api::OpenAiRequest`]) |
+//! | Text Embeddings Inference | `POST /embed`, `/`, `/embed_sparse`, `/embed_all`, `/tokenize`, `/decode` | TEI clients ([`tei`]) |
+//!
+//! Plus `GET /metrics` (Prometheus text or OpenMetrics), `GET /health`, the
+//! probes `/livez`, `/readyz`, `/startupz`, and `GET /info` (ours and TEI's
+//! fields).
 //!
 //! - [`cli::Args`]: flags, each with an `EMBEDDINGS_*` environment variable.
 //! - [`app::router`] and [`app::AppState`]: the routes and what they share.
@@ -39,5 +47,6 @@ pub mod redact;
 pub mod request_id;
 pub mod routes;
 mod serve;
+pub mod tei;
 
 pub use serve::{ServeError, run};

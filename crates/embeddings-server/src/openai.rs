@@ -1,6 +1,6 @@
 //! The OpenAI surface: `POST /v1/embeddings`, `GET /v1/models` and
 //! `GET /v1/models/{id}`. Errors on these routes take OpenAI's shape
-//! (`error::openai_errors`).
+//! (`error::render_errors`).
 
 use std::sync::Arc;
 
@@ -145,7 +145,9 @@ pub(crate) async fn embeddings(
             return Err(ApiError::new(
                 ErrorKind::Validation,
                 &id,
-                format!("slot {model} does not produce one dense vector; use POST /embed for it"),
+                format!(
+                    "slot {model} does not produce one dense vector; use POST /embed_multi for it"
+                ),
             )
             .param("model"));
         }

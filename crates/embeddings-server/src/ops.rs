@@ -138,14 +138,70 @@ struct Info<'a> {
     limits: Limits,
     cpu: Option<&'a CpuPlan>,
     pipeline: Option<serde_json::Value>,
+    /// TEI's fields, once the pipeline is loaded (only those with a true
+    /// value here).
+    #[serde(flatten)]
+    tei: Option<TeiInfo>,
+}
+
+/// TEI's `/info` fields, for TEI clients.
+#[derive(Serialize)]
+struct TeiInfo {
+    /// The folder of the checkpoint `--tei-slot` runs (or the model's name).
+    model_id: Option<String>,
+    model_dtype: &'static str,
+    model_type: serde_json::Value,
+    max_concurrent_requests: usize,
+    max_input_length: Option<usize>,
+    max_batch_tokens: usize,
+    max_client_batch_size: usize,
+    auto_truncate: bool,
+}
+
+fn tei_info(state: &AppState, pipeline: &embeddings_pipeline::EmbeddingPipeline) -> TeiInfo {
+    use embeddings_pipeline::{Backend, HeadKind, TruncationPolicy};
+    let registry = pipeline.describe();
+    let slot = registry.slot(state.tei_slot);
+    let (model_id, pooling) = match &slot.backend {
+        Backend::Transformer { model, head } => {
+            let dir = registry
+                .models
+                .iter()
+                .find(|m| m.name == *model)
+                .and_then(|m| m.dir.as_ref())
+                .and_then(|d| d.file_name())
+                .map(|f| f.to_string_lossy().into_owned());
+            let pooling = match head {
+                HeadKind::Cls => "cls",
+                _ => "mean",
+            };
+            (Some(dir.unwrap_or_else(|| model.clone())), Some(pooling))
+        }
+        _ => (None, None),
+    };
+    TeiInfo {
+        model_id,
+        model_dtype: "float32",
+        model_type: serde_json::json!({ "embedding": { "pooling": pooling } }),
+        max_concurrent_requests: state.limits.max_concurrent_requests,
+        max_input_length: pipeline.max_input_tokens(state.tei_slot),
+        max_batch_tokens: pipeline.config().batching.max_batch_tokens,
+        max_client_batch_size: state.limits.max_inputs,
+        auto_truncate: pipeline.config().input.truncation == TruncationPolicy::Truncate,
+    }
 }
 
 pub(crate) async fn info(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let id = request_id(request.extensions());
-    let (state_name, load_error, pipeline) = match state.pipeline.get() {
-        None => ("loading", None, None),
-        Some(Loaded::Failed(e)) => ("failed", Some(e.to_string()), None),
-        Some(Loaded::Ready(p)) => ("ready", None, serde_json::to_value(p.limits()).ok()),
+    let (state_name, load_error, pipeline, tei) = match state.pipeline.get() {
+        None => ("loading", None, None, None),
+        Some(Loaded::Failed(e)) => ("failed", Some(e.to_string()), None, None),
+        Some(Loaded::Ready(p)) => (
+            "ready",
+            None,
+            serde_json::to_value(p.limits()).ok(),
+            Some(tei_info(&state, p)),
+        ),
     };
     let body = Info {
         name: env!("CARGO_PKG_NAME"),
@@ -155,6 +211,7 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>, request: Request) -
         limits: state.limits,
         cpu: state.cpu.as_ref(),
         pipeline,
+        tei,
     };
     redacted_json(StatusCode::OK, &id, &body)
 }

@@ -7,8 +7,20 @@
 /// An endpoint of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `POST /embed`: the native 12-slot API.
+    /// `POST /embed_multi`: the native 12-slot API.
+    EmbedMulti,
+    /// `POST /embed`: TEI's pooled embeddings.
     Embed,
+    /// `POST /`: TEI's alias of `/embed`.
+    Root,
+    /// `POST /embed_sparse`: TEI's sparse embeddings.
+    EmbedSparse,
+    /// `POST /embed_all`: TEI's per-token embeddings.
+    EmbedAll,
+    /// `POST /tokenize`: TEI's tokenizer.
+    Tokenize,
+    /// `POST /decode`: TEI's detokenizer.
+    Decode,
     /// `POST /v1/embeddings`: OpenAI's embeddings API.
     OpenAiEmbeddings,
     /// `GET /v1/models`: OpenAI's model list.
@@ -44,10 +56,40 @@ pub enum Group {
     Probe,
 }
 
+/// Which protocol a route speaks, and so the shape of its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Ours: `{error, kind, request_id}`.
+    Native,
+    /// OpenAI's: `{"error": {message, type, param, code}, request_id}`.
+    OpenAi,
+    /// TEI's: `{error, error_type}`.
+    Tei,
+}
+
+impl Style {
+    /// The style of the route `request` is for: its matched route's, or for
+    /// a path no route matches, OpenAI's under `/v1/` and ours elsewhere.
+    #[must_use]
+    pub fn of<B>(request: &axum::http::Request<B>) -> Self {
+        match request.extensions().get::<axum::extract::MatchedPath>() {
+            Some(p) => Endpoint::from_path(p.as_str()).style(),
+            None if request.uri().path().starts_with("/v1/") => Self::OpenAi,
+            None => Self::Native,
+        }
+    }
+}
+
 impl Endpoint {
     /// Every endpoint, in label order (`Other` last).
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 17] = [
+        Self::EmbedMulti,
         Self::Embed,
+        Self::Root,
+        Self::EmbedSparse,
+        Self::EmbedAll,
+        Self::Tokenize,
+        Self::Decode,
         Self::OpenAiEmbeddings,
         Self::OpenAiModels,
         Self::OpenAiModel,
@@ -64,7 +106,13 @@ impl Endpoint {
     #[must_use]
     pub const fn path(self) -> Option<&'static str> {
         Some(match self {
+            Self::EmbedMulti => "/embed_multi",
             Self::Embed => "/embed",
+            Self::Root => "/",
+            Self::EmbedSparse => "/embed_sparse",
+            Self::EmbedAll => "/embed_all",
+            Self::Tokenize => "/tokenize",
+            Self::Decode => "/decode",
             Self::OpenAiEmbeddings => "/v1/embeddings",
             Self::OpenAiModels => "/v1/models",
             Self::OpenAiModel => "/v1/models/{id}",
@@ -82,7 +130,14 @@ impl Endpoint {
     #[must_use]
     pub const fn method(self) -> &'static str {
         match self {
-            Self::Embed | Self::OpenAiEmbeddings => "POST",
+            Self::EmbedMulti
+            | Self::Embed
+            | Self::Root
+            | Self::EmbedSparse
+            | Self::EmbedAll
+            | Self::Tokenize
+            | Self::Decode
+            | Self::OpenAiEmbeddings => "POST",
             _ => "GET",
         }
     }
@@ -101,7 +156,13 @@ impl Endpoint {
     #[must_use]
     pub const fn label(self) -> &'static str {
         match self {
+            Self::EmbedMulti => "embed_multi",
             Self::Embed => "embed",
+            Self::Root => "root",
+            Self::EmbedSparse => "embed_sparse",
+            Self::EmbedAll => "embed_all",
+            Self::Tokenize => "tokenize",
+            Self::Decode => "decode",
             Self::OpenAiEmbeddings => "openai_embeddings",
             Self::OpenAiModels => "openai_models",
             Self::OpenAiModel => "openai_model",
@@ -119,7 +180,14 @@ impl Endpoint {
     #[must_use]
     pub const fn group(self) -> Group {
         match self {
-            Self::Embed | Self::OpenAiEmbeddings => Group::Compute,
+            Self::EmbedMulti
+            | Self::Embed
+            | Self::Root
+            | Self::EmbedSparse
+            | Self::EmbedAll
+            | Self::Tokenize
+            | Self::Decode
+            | Self::OpenAiEmbeddings => Group::Compute,
             Self::OpenAiModels | Self::OpenAiModel => Group::Catalog,
             Self::Metrics | Self::Health | Self::Info | Self::Other => Group::Observability,
             Self::Livez | Self::Readyz | Self::Startupz => Group::Probe,
@@ -133,6 +201,21 @@ impl Endpoint {
             .into_iter()
             .find(|e| e.path() == Some(path))
             .unwrap_or(Self::Other)
+    }
+
+    /// Whose clients call it, which decides the shape of its errors.
+    #[must_use]
+    pub const fn style(self) -> Style {
+        match self {
+            Self::OpenAiEmbeddings | Self::OpenAiModels | Self::OpenAiModel => Style::OpenAi,
+            Self::Embed
+            | Self::Root
+            | Self::EmbedSparse
+            | Self::EmbedAll
+            | Self::Tokenize
+            | Self::Decode => Style::Tei,
+            _ => Style::Native,
+        }
     }
 
     /// Its position in [`Endpoint::ALL`].

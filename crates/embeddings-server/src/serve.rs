@@ -164,6 +164,7 @@ pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
         "compute threads"
     );
     state.cpu = Some(cpu);
+    state.tei_slot = args.tei_slot;
     if state.auth.is_none() && !args.bind.ip().is_loopback() {
         tracing::warn!(addr = %args.bind, "listening beyond loopback without an API key: anyone who reaches this port can embed (set --api-key)");
     }

@@ -90,7 +90,7 @@ fn a_flood_of_idle_connections_locks_out_neither_clients_nor_probes() {
     // New clients still get through: each makes room by closing the oldest
     // idle connection.
     alive(&mut server);
-    let r = server.post_json("/embed", r#"{"inputs": ["still serving"]}"#);
+    let r = server.post_json("/embed_multi", r#"{"inputs": ["still serving"]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let during = rss(&server);
 
@@ -137,7 +137,7 @@ fn a_connection_with_a_request_in_progress_is_never_cut_to_make_room() {
         .unwrap();
     write!(
         busy,
-        "POST /embed HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        "POST /embed_multi HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
         body.len()
     )
     .unwrap();
@@ -208,20 +208,35 @@ fn hostile_bodies_are_refused_once_each_and_the_process_lives() {
         vec![format!("\"{}\"", "word ".repeat(400)); 256].join(",")
     );
     let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
-        ("random bytes", "/embed", noise(64 * 1024), 400),
+        ("random bytes", "/embed_multi", noise(64 * 1024), 400),
         (
             "random bytes, OpenAI route",
             "/v1/embeddings",
             noise(4096),
             400,
         ),
-        ("invalid UTF-8", "/embed", bad_utf8, 400),
-        ("100 000-deep nesting", "/embed", nested.into_bytes(), 400),
-        ("100 000 texts", "/embed", many_texts.into_bytes(), 422),
-        ("100 000 numbers", "/embed", many_numbers.into_bytes(), 422),
+        ("invalid UTF-8", "/embed_multi", bad_utf8, 400),
+        (
+            "100 000-deep nesting",
+            "/embed_multi",
+            nested.into_bytes(),
+            400,
+        ),
+        (
+            "100 000 texts",
+            "/embed_multi",
+            many_texts.into_bytes(),
+            422,
+        ),
+        (
+            "100 000 numbers",
+            "/embed_multi",
+            many_numbers.into_bytes(),
+            422,
+        ),
         (
             "an answer too large",
-            "/embed",
+            "/embed_multi",
             long_inputs.into_bytes(),
             413,
         ),
@@ -257,9 +272,13 @@ fn hostile_bodies_are_refused_once_each_and_the_process_lives() {
     for code in [400, 413, 422] {
         let want = cases
             .iter()
-            .filter(|(_, p, _, s)| *p == "/embed" && *s == code)
+            .filter(|(_, p, _, s)| *p == "/embed_multi" && *s == code)
             .count() as f64;
-        assert_eq!(count("embed", code), want, "code {code} counted once each");
+        assert_eq!(
+            count("embed_multi", code),
+            want,
+            "code {code} counted once each"
+        );
     }
     assert_eq!(count("openai_embeddings", 400), 1.0);
     // Nothing reached a model.
@@ -277,7 +296,7 @@ fn a_chunked_body_is_cut_off_at_the_limit_and_counted_once() {
         .unwrap();
     write!(
         stream,
-        "POST /embed HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        "POST /embed_multi HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
     )
     .unwrap();
     // No length declared: 4 chunks of 512 bytes, over the 1 024-byte limit.
@@ -295,7 +314,7 @@ fn a_chunked_body_is_cut_off_at_the_limit_and_counted_once() {
     assert_eq!(
         sample(
             &text,
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"413\"}"
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"413\"}"
         ),
         Some(1.0)
     );

@@ -39,7 +39,7 @@ fn the_compute_pool_is_sized_to_the_cgroup_quota() {
     assert_eq!(info["cpu"]["threads"], 1);
     assert_eq!(info["cpu"]["quota_cores"], 1.5);
     // It still embeds, on one thread.
-    let r = server.post_json("/embed", r#"{"inputs": ["hello"]}"#);
+    let r = server.post_json("/embed_multi", r#"{"inputs": ["hello"]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
 }
 

@@ -14,7 +14,7 @@ use common::{Server, request, sample};
 #[test]
 fn embed_returns_every_slot_and_the_fused_vector() {
     let server = Server::start_ready(&[]);
-    let r = server.post_json("/embed", r#"{"inputs": ["A man is eating food.", "A monkey is playing drums."], "timestamp": "2025-01-01T12:00:00Z"}"#);
+    let r = server.post_json("/embed_multi", r#"{"inputs": ["A man is eating food.", "A monkey is playing drums."], "timestamp": "2025-01-01T12:00:00Z"}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert!(
@@ -46,7 +46,7 @@ fn embed_returns_every_slot_and_the_fused_vector() {
 fn embed_a_subset_of_slots_and_a_single_string() {
     let server = Server::start_ready(&[]);
     let r = server.post_json(
-        "/embed",
+        "/embed_multi",
         r#"{"inputs": "hello", "models": ["semantic", "hdc"], "fused": false}"#,
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -90,7 +90,11 @@ fn openai_compatible_embeddings() {
             "late_interaction",
             "model",
         ),
-        (r#"{"input": "a", "model": "sparse"}"#, "/embed", "model"),
+        (
+            r#"{"input": "a", "model": "sparse"}"#,
+            "/embed_multi",
+            "model",
+        ),
         (
             r#"{"input": "a", "model": "semantic", "dimensions": 385}"#,
             "dimensions",
@@ -212,84 +216,96 @@ fn every_error_class_is_json_with_kind_and_request_id_and_the_server_keeps_servi
     let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             b"{not json".to_vec(),
             400,
             "malformed_json",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             vec![0xff, 0xfe, 0x00, 0x80, 0x7b],
             400,
             "malformed_json",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             b"{\"inputs\": \"\xff\xfe\"}".to_vec(),
             400,
             "malformed_json",
         ),
-        ("POST", "/embed", nested.into_bytes(), 400, "malformed_json"),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
+            nested.into_bytes(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "POST",
+            "/embed_multi",
             br#"{"inputs": 5}"#.to_vec(),
             422,
             "validation",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             br#"{"inputs": "a", "extra": 1}"#.to_vec(),
             422,
             "validation",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             br#"{"inputs": []}"#.to_vec(),
             422,
             "validation",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             br#"{"inputs": "a", "models": ["nope"]}"#.to_vec(),
             422,
             "validation",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             br#"{"inputs": "a", "timestamp": "yesterday"}"#.to_vec(),
             422,
             "validation",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             format!(r#"{{"inputs": "{}"}}"#, "y".repeat(101)).into_bytes(),
             422,
             "validation",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             many.into_bytes(),
             413,
             "payload_too_large",
         ),
         (
             "POST",
-            "/embed",
+            "/embed_multi",
             br#"{"inputs": ["a","a","a","a","a","a","a","a","a"]}"#.to_vec(),
             422,
             "validation",
         ),
-        ("POST", "/embed", big.into_bytes(), 413, "payload_too_large"),
-        ("GET", "/embed", Vec::new(), 405, "method_not_allowed"),
+        (
+            "POST",
+            "/embed_multi",
+            big.into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+        ("GET", "/embed_multi", Vec::new(), 405, "method_not_allowed"),
         ("GET", "/nope", Vec::new(), 404, "not_found"),
     ];
     for (method, path, body, status, kind) in cases {
@@ -313,7 +329,7 @@ fn every_error_class_is_json_with_kind_and_request_id_and_the_server_keeps_servi
         assert!(!json["error"].as_str().unwrap().is_empty());
         assert_eq!(r.header("x-request-id"), Some("req-42"));
     }
-    let unknown = server.post_json("/embed", r#"{"inputs": "a", "models": ["nope"]}"#);
+    let unknown = server.post_json("/embed_multi", r#"{"inputs": "a", "models": ["nope"]}"#);
     assert!(
         unknown.json()["error"]
             .as_str()
@@ -323,7 +339,7 @@ fn every_error_class_is_json_with_kind_and_request_id_and_the_server_keeps_servi
     );
     assert_eq!(
         server
-            .post_json("/embed", r#"{"inputs": "still fine"}"#)
+            .post_json("/embed_multi", r#"{"inputs": "still fine"}"#)
             .status,
         200
     );
@@ -353,7 +369,7 @@ fn request_ids_are_generated_when_missing_or_unusable() {
 fn trickled_body_times_out_with_408_and_others_are_served_meanwhile() {
     let server = Server::start_ready(&["--request-timeout-secs", "1"]);
     let mut slow = TcpStream::connect(server.addr).unwrap();
-    slow.write_all(b"POST /embed HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1000\r\n\r\n{\"inp").unwrap();
+    slow.write_all(b"POST /embed_multi HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1000\r\n\r\n{\"inp").unwrap();
     assert_eq!(
         server.get("/health").status,
         200,
@@ -406,7 +422,7 @@ fn probes_while_loading_then_ready() {
     let health = server.get("/health");
     assert_eq!(health.status, 503);
     assert_eq!(health.json()["verdict"], "unhealthy");
-    let embed = server.post_json("/embed", r#"{"inputs": "too early"}"#);
+    let embed = server.post_json("/embed_multi", r#"{"inputs": "too early"}"#);
     assert_eq!(embed.status, 503);
     assert_eq!(embed.json()["kind"], "unavailable");
     assert!(embed.header("retry-after").is_some());
@@ -422,7 +438,9 @@ fn probes_while_loading_then_ready() {
     server.wait_ready();
     assert_eq!(server.get("/startupz").status, 200);
     assert_eq!(
-        server.post_json("/embed", r#"{"inputs": "now"}"#).status,
+        server
+            .post_json("/embed_multi", r#"{"inputs": "now"}"#)
+            .status,
         200
     );
 }
@@ -456,7 +474,7 @@ fn a_missing_model_fails_its_slots_with_a_clear_reason_and_the_rest_still_serves
         health.text()
     );
 
-    let r = server.post_json("/embed", r#"{"inputs": "x", "models": ["semantic"]}"#);
+    let r = server.post_json("/embed_multi", r#"{"inputs": "x", "models": ["semantic"]}"#);
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(
         r.json()["error"].as_str().unwrap().contains("fetch-models"),
@@ -464,7 +482,7 @@ fn a_missing_model_fails_its_slots_with_a_clear_reason_and_the_rest_still_serves
         r.text()
     );
     let r = server.post_json(
-        "/embed",
+        "/embed_multi",
         r#"{"inputs": "x", "models": ["temporal_recent"], "fused": false}"#,
     );
     assert_eq!(r.status, 200, "{}", r.text());
@@ -479,20 +497,23 @@ fn metrics_count_every_request_once_per_outcome_and_promtool_accepts_both_format
     for _ in 0..ok {
         assert_eq!(
             server
-                .post_json("/embed", r#"{"inputs": ["one", "two"]}"#)
+                .post_json("/embed_multi", r#"{"inputs": ["one", "two"]}"#)
                 .status,
             200
         );
     }
     for _ in 0..bad {
-        assert_eq!(server.post_json("/embed", "{oops").status, 400);
+        assert_eq!(server.post_json("/embed_multi", "{oops").status, 400);
     }
-    assert_eq!(server.post_json("/embed", r#"{"inputs": 1}"#).status, 422);
+    assert_eq!(
+        server.post_json("/embed_multi", r#"{"inputs": 1}"#).status,
+        422
+    );
     let text = server.get("/metrics").text();
     let count = |code: &str| {
         sample(
             &text,
-            &format!("embeddings_http_requests_total{{endpoint=\"embed\",code=\"{code}\"}}"),
+            &format!("embeddings_http_requests_total{{endpoint=\"embed_multi\",code=\"{code}\"}}"),
         )
     };
     assert_eq!(count("200"), Some(f64::from(ok)), "{text}");
@@ -568,7 +589,7 @@ fn overload_is_429_with_retry_after() {
                     request(
                         addr,
                         "POST",
-                        "/embed",
+                        "/embed_multi",
                         &[("content-type", "application/json")],
                         body.as_bytes(),
                     )
@@ -596,7 +617,7 @@ fn overload_is_429_with_retry_after() {
     let text = server.get("/metrics").text();
     let rejected = sample(
         &text,
-        "embeddings_http_requests_total{endpoint=\"embed\",code=\"429\"}",
+        "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"429\"}",
     )
     .unwrap();
     assert_eq!(
@@ -618,7 +639,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         vec![format!("\"{long}\""); 64].join(",")
     );
     let in_flight =
-        std::thread::spawn(move || request(addr, "POST", "/embed", &[], body.as_bytes()));
+        std::thread::spawn(move || request(addr, "POST", "/embed_multi", &[], body.as_bytes()));
     // Wait until the request is inside the server (in-flight gauge moves), then signal.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -655,7 +676,7 @@ fn an_embedding_slower_than_the_request_timeout_is_504_and_the_server_keeps_serv
         r#"{{"inputs": [{}], "models": ["semantic"], "fused": false}}"#,
         vec![format!("\"{long}\""); 256].join(",")
     );
-    let r = server.post_json("/embed", &body);
+    let r = server.post_json("/embed_multi", &body);
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.json()["kind"], "timeout");
     assert_eq!(server.get("/health").status, 200);
@@ -663,7 +684,7 @@ fn an_embedding_slower_than_the_request_timeout_is_504_and_the_server_keeps_serv
     assert_eq!(
         sample(
             &text,
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"504\"}"
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"504\"}"
         ),
         Some(1.0)
     );

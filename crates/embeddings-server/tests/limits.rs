@@ -124,7 +124,7 @@ fn a_failed_load_is_reported_and_can_stop_the_process() {
         "{}",
         health.text()
     );
-    let embed = server.post_json("/embed", r#"{"inputs": ["x"]}"#);
+    let embed = server.post_json("/embed_multi", r#"{"inputs": ["x"]}"#);
     assert_eq!(embed.status, 503);
     assert!(embed.text().contains("queue_capacity"), "{}", embed.text());
 
@@ -170,7 +170,7 @@ fn work_beyond_the_budget_and_oversize_answers_are_refused_before_inference() {
     let server = Server::start_ready(&["--config", config.to_str().unwrap()]);
     let embed = |inputs: &str| {
         server.post_json(
-            "/embed",
+            "/embed_multi",
             &format!(r#"{{"inputs": {inputs}, "models": ["semantic"], "fused": false}}"#),
         )
     };
@@ -190,7 +190,7 @@ fn work_beyond_the_budget_and_oversize_answers_are_refused_before_inference() {
     assert_eq!(
         sample(
             &text,
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"413\"}"
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"413\"}"
         ),
         Some(2.0)
     );
@@ -225,7 +225,10 @@ fn absolute_paths_stay_out_of_answers_unless_asked_for() {
         // Only the temporal slots load (they need no model files).
         let server = Server::start_ready(&args);
         let health = server.get("/health").text();
-        let refused = server.post_json("/embed", r#"{"inputs": ["x"], "models": ["semantic"]}"#);
+        let refused = server.post_json(
+            "/embed_multi",
+            r#"{"inputs": ["x"], "models": ["semantic"]}"#,
+        );
         assert_eq!(refused.status, 422, "{}", refused.text());
         for (what, text) in [("health", &health), ("error", &refused.text())] {
             assert_eq!(text.contains(&secret), shown, "{what}: {text}");
@@ -249,7 +252,7 @@ fn api_keys_guard_the_embedding_routes_and_probes_stay_open() {
             value = a.to_owned();
             headers.push(("authorization", &value));
         }
-        common::request(server.addr, "POST", "/embed", &headers, body)
+        common::request(server.addr, "POST", "/embed_multi", &headers, body)
     };
     for auth in [None, Some("Bearer wrong-key-0123456789"), Some(key)] {
         let r = embed(auth);
@@ -286,7 +289,7 @@ fn api_keys_guard_the_embedding_routes_and_probes_stay_open() {
     let code = |c: &str| {
         sample(
             &text,
-            &format!("embeddings_http_requests_total{{endpoint=\"embed\",code=\"{c}\"}}"),
+            &format!("embeddings_http_requests_total{{endpoint=\"embed_multi\",code=\"{c}\"}}"),
         )
     };
     assert_eq!(code("401"), Some(3.0), "each refusal counted once");
@@ -315,7 +318,7 @@ fn a_short_api_key_is_refused_at_start() {
 fn trickled_headers_and_idle_connections_are_closed_by_the_header_timeout() {
     let server = Server::start_ready(&["--header-read-timeout-secs", "1"]);
     let mut trickle = TcpStream::connect(server.addr).unwrap();
-    write!(trickle, "POST /embed HTTP/1.1\r\nhost: x\r\n").unwrap();
+    write!(trickle, "POST /embed_multi HTTP/1.1\r\nhost: x\r\n").unwrap();
     let mut one_byte = TcpStream::connect(server.addr).unwrap();
     write!(one_byte, "P").unwrap();
     let idle: Vec<TcpStream> = (0..50)
@@ -358,7 +361,7 @@ fn a_trickled_body_gets_its_own_shorter_deadline() {
     let server = Server::start_ready(&["--body-timeout-secs", "1"]);
     let mut slow = TcpStream::connect(server.addr).unwrap();
     slow.write_all(
-        b"POST /embed HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1000\r\n\r\n{\"inp",
+        b"POST /embed_multi HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1000\r\n\r\n{\"inp",
     )
     .unwrap();
     let r = common::read_response(&mut slow).unwrap();
@@ -374,7 +377,7 @@ fn requests_beyond_the_concurrency_limit_are_shed_with_429() {
         r#"{{"inputs": [{}], "models": ["semantic"], "fused": false}}"#,
         vec![format!("\"{}\"", "a long sentence to embed ".repeat(20)); 96].join(",")
     );
-    let running = common::post_json_in_background(addr, "/embed", long);
+    let running = common::post_json_in_background(addr, "/embed_multi", long);
     let deadline = Instant::now() + Duration::from_secs(60);
     while sample(
         &server.get("/metrics").text(),
@@ -384,7 +387,7 @@ fn requests_beyond_the_concurrency_limit_are_shed_with_429() {
         assert!(Instant::now() < deadline, "the long request never ran");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let shed = server.post_json("/embed", r#"{"inputs": ["x"]}"#);
+    let shed = server.post_json("/embed_multi", r#"{"inputs": ["x"]}"#);
     assert_eq!(shed.status, 429, "{}", shed.text());
     assert_eq!(shed.json()["kind"], "overloaded");
     assert_eq!(shed.header("retry-after"), Some("1"));
@@ -393,7 +396,7 @@ fn requests_beyond_the_concurrency_limit_are_shed_with_429() {
     assert_eq!(
         sample(
             &text,
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"429\"}"
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"429\"}"
         ),
         Some(1.0)
     );

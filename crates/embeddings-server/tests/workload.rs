@@ -95,7 +95,7 @@ fn twenty_client_errors_a_minute_leave_the_verdict_healthy() {
             0 => r#"{"inputs": ["x"], "timestamp": "0000-01-01T00:00:00Z"}"#,
             _ => r#"{"inputs": ["x"], "models": [], "fused": false}"#,
         };
-        assert_eq!(server.post_json("/embed", body).status, 422);
+        assert_eq!(server.post_json("/embed_multi", body).status, 422);
     }
     let text = server.get("/metrics").text();
     assert_eq!(
@@ -131,8 +131,8 @@ fn a_scripted_workload_gives_exact_figures_in_every_family_and_health_field() {
     //    same two again from the cache, then one through the OpenAI route
     //    (semantic only, so another cache key).
     let pair = r#"{"inputs": ["alpha", "beta"]}"#;
-    assert_eq!(server.post_json("/embed", pair).status, 200);
-    assert_eq!(server.post_json("/embed", pair).status, 200);
+    assert_eq!(server.post_json("/embed_multi", pair).status, 200);
+    assert_eq!(server.post_json("/embed_multi", pair).status, 200);
     let openai = r#"{"input": "gamma", "model": "semantic"}"#;
     assert_eq!(server.post_json("/v1/embeddings", openai).status, 200);
 
@@ -143,9 +143,9 @@ fn a_scripted_workload_gives_exact_figures_in_every_family_and_health_field() {
         r#"{"inputs": ["x"], "models": [], "fused": false}"#,
         r#"{"inputs": ["x"], "models": ["code"]}"#,
     ] {
-        assert_eq!(server.post_json("/embed", body).status, 422, "{body}");
+        assert_eq!(server.post_json("/embed_multi", body).status, 422, "{body}");
     }
-    assert_eq!(server.post_json("/embed", "{oops").status, 400);
+    assert_eq!(server.post_json("/embed_multi", "{oops").status, 400);
 
     // 3. A long request occupies the only worker; a second waits in the
     //    one-request queue; a third is refused (429); the second's client
@@ -154,18 +154,18 @@ fn a_scripted_workload_gives_exact_figures_in_every_family_and_health_field() {
         .map(|i| format!("\"{i} {}\"", "sentence about a long topic ".repeat(20)))
         .collect();
     let long = format!(r#"{{"inputs": [{}]}}"#, long_inputs.join(","));
-    let running = common::post_json_in_background(addr, "/embed", long);
+    let running = common::post_json_in_background(addr, "/embed_multi", long);
     wait_for(&server, "embeddings_in_flight_requests", 1.0);
     let queued_body = r#"{"inputs": ["delta"]}"#;
     let mut queued = TcpStream::connect(addr).unwrap();
     write!(
         queued,
-        "POST /embed HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{queued_body}",
+        "POST /embed_multi HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{queued_body}",
         queued_body.len()
     )
     .unwrap();
     wait_for(&server, "embeddings_queue_depth", 1.0);
-    let refused = server.post_json("/embed", r#"{"inputs": ["epsilon"]}"#);
+    let refused = server.post_json("/embed_multi", r#"{"inputs": ["epsilon"]}"#);
     assert_eq!(refused.status, 429, "{}", refused.text());
     queued.shutdown(Shutdown::Both).unwrap();
     drop(queued);
@@ -213,27 +213,27 @@ fn a_scripted_workload_gives_exact_figures_in_every_family_and_health_field() {
         ("embeddings_workers", 1.0),
         ("embeddings_cache_entries", 131.0),
         (
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"200\"}",
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"200\"}",
             3.0,
         ),
         (
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"422\"}",
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"422\"}",
             3.0,
         ),
         (
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"400\"}",
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"400\"}",
             1.0,
         ),
         (
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"429\"}",
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"429\"}",
             1.0,
         ),
         (
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"500\"}",
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"500\"}",
             0.0,
         ),
         (
-            "embeddings_http_requests_total{endpoint=\"embed\",code=\"504\"}",
+            "embeddings_http_requests_total{endpoint=\"embed_multi\",code=\"504\"}",
             0.0,
         ),
         (
