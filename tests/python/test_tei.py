@@ -16,11 +16,13 @@ TEI's error body is `{"error": str, "error_type": str}`, with status 422 for
 Validation and Tokenizer, 400 for Empty, 429 Overloaded, 424 Backend, 503
 Unhealthy.
 
-Where this server deliberately differs from TEI (crates/embeddings-server/src/tei.rs)
-the tests pin the documented refusal and say what TEI would do instead:
-`normalize: false`, `truncation_direction: "Left"` on an input that needs
-cutting, and `prompt_name` are refused with 422 Validation; `/embed_all`
-serves the `late_interaction` slot rather than raw hidden states.
+`normalize: false` gives the raw mean pooling and `truncation_direction:
+"Left"` keeps the end of a long input, as in TEI. Where this server
+deliberately differs from TEI (crates/embeddings-server/src/tei.rs) the tests
+pin the documented behaviour and say what TEI would do instead: `prompt_name`
+is refused with 422 Validation (no model here has prompts); `/embed_all`
+serves the `late_interaction` slot (unit vectors per token) rather than raw
+hidden states.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ TEXTS = [
 LONG = "apple " * 200 + "orange " * 200
 # What survives of LONG when cut to 256 tokens ([CLS] + 254 words + [SEP]).
 KEPT_RIGHT = "apple " * 200 + "orange " * 54
-KEPT_LEFT = "orange " * 254
+KEPT_LEFT = "apple " * 54 + "orange " * 200
 ERROR_TYPES = {"Validation", "Empty", "Overloaded", "Backend", "Unhealthy", "Tokenizer"}
 
 
@@ -97,15 +99,20 @@ def test_embed_normalize_true_is_unit_length(http, reference):
     assert abs(float(np.linalg.norm(got)) - 1.0) < 1e-5
 
 
-def test_embed_normalize_false_is_refused(http):
-    # DEVIATION from TEI, by design (crates/embeddings-server/src/tei.rs): TEI
-    # answers 200 with the raw pooled vector; this server serves unit-length
-    # vectors only and says so rather than fake it. If that changes, assert
-    # instead that unit(vector) equals the reference and its norm is not 1.
-    message = tei_error(
-        http.post("/embed", json={"inputs": TEXTS[1], "normalize": False}), 422, "Validation"
-    )
-    assert "normalize" in message, message
+def test_embed_normalize_false_returns_the_raw_pooling(http, reference):
+    # TEI answers the mean pooling before normalisation: its direction is the
+    # reference vector's, its length is whatever the pooling gave (not 1).
+    raw = dense(http.post("/embed", json={"inputs": TEXTS[1], "normalize": False}), rows=1)[0]
+    length = float(np.linalg.norm(raw))
+    assert abs(length - 1.0) > 1e-3, length
+    np.testing.assert_allclose(raw / length, reference([TEXTS[1]])[0], rtol=0, atol=ATOL)
+    # With `dimensions`: the first components of the raw vector, not rescaled.
+    short = dense(
+        http.post("/embed", json={"inputs": TEXTS[1], "normalize": False, "dimensions": 64}),
+        rows=1,
+        dim=64,
+    )[0]
+    np.testing.assert_allclose(short, raw[:64], rtol=0, atol=ATOL * max(1.0, length))
 
 
 def test_embed_dimensions(http, reference):
@@ -145,19 +152,15 @@ def test_truncation_direction_left_on_short_input_is_accepted(http, reference, d
 
 
 @pytest.mark.parametrize("direction", ["Left", "left"])
-def test_left_truncation_of_a_long_input_is_refused(http, direction):
-    # DEVIATION from TEI, by design (crates/embeddings-server/src/tei.rs): TEI
-    # keeps the last tokens (here: the vector of KEPT_LEFT); this server only
-    # cuts the end and refuses rather than cut the wrong side. If that
-    # changes, assert the 200 answer equals reference([KEPT_LEFT]).
-    message = tei_error(
+def test_left_truncation_keeps_the_end_of_a_long_input(http, reference, direction):
+    # TEI's Left truncation cuts the start: the vector is the kept tail's.
+    got = dense(
         http.post(
             "/embed", json={"inputs": LONG, "truncate": True, "truncation_direction": direction}
         ),
-        422,
-        "Validation",
-    )
-    assert "Left" in message or "left" in message, message
+        rows=1,
+    )[0]
+    np.testing.assert_allclose(got, reference([KEPT_LEFT])[0], rtol=0, atol=ATOL)
 
 
 def test_too_long_without_truncate_is_422_validation(http):
@@ -328,6 +331,8 @@ def test_hf_feature_extraction_truncation_direction(hf, reference):
     np.testing.assert_allclose(got, reference([KEPT_RIGHT]), rtol=0, atol=ATOL)
     got = hf.feature_extraction(TEXTS[0], truncate=True, truncation_direction="left")
     np.testing.assert_allclose(got, reference([TEXTS[0]]), rtol=0, atol=ATOL)
+    got = hf.feature_extraction(LONG, truncate=True, truncation_direction="left")
+    np.testing.assert_allclose(got, reference([KEPT_LEFT]), rtol=0, atol=ATOL)
 
 
 def test_hf_feature_extraction_dimensions(hf, reference):

@@ -143,6 +143,7 @@ impl EmbeddingCache {
             position.hash(h);
             options.returned.bits().hash(h);
             options.fused.hash(h);
+            options.direction.hash(h);
         }
         let [a, b] = halves;
         (u128::from(a.finish()) << 64) | u128::from(b.finish())

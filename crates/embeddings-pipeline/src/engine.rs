@@ -19,7 +19,7 @@ use crate::config::{EmptyTextPolicy, PipelineConfig};
 use crate::error::{InputError, PipelineError};
 use crate::fusion::Fusion;
 use crate::input::{EmbedInput, check_range};
-use crate::options::{EmbedOptions, Resolved, SlotMask};
+use crate::options::{EmbedOptions, Resolved, SlotMask, TruncationDirection};
 use crate::output::{MultiEmbedding, SlotOutput};
 use crate::registry::{HeadKind, ModelRegistry, SlotState};
 use crate::tokenize::TextTokenizer;
@@ -158,6 +158,8 @@ pub(crate) struct Item {
     /// Content ids for the built-in tokenizer.
     pub(crate) builtin_ids: Vec<u32>,
     pub(crate) out: [Option<SlotOutput>; ModelId::COUNT],
+    /// Per pooled slot: its vector's length before normalisation.
+    pub(crate) norms: [Option<f32>; ModelId::COUNT],
     pub(crate) fused: Option<Vec<f32>>,
     /// When the chunk that computed it ended.
     pub(crate) done_at: Option<Instant>,
@@ -204,6 +206,7 @@ impl Engine {
             returned,
             fused,
             run,
+            direction: options.truncation_direction,
         })
     }
 
@@ -214,6 +217,7 @@ impl Engine {
             returned: self.loaded,
             fused,
             run: self.loaded,
+            direction: TruncationDirection::Right,
         }
     }
 
@@ -233,6 +237,7 @@ impl Engine {
             truncated: false,
             builtin_ids: Vec::new(),
             out: Default::default(),
+            norms: [None; ModelId::COUNT],
             fused: None,
             done_at: None,
         };
@@ -324,7 +329,7 @@ impl Engine {
     pub(crate) fn warm_up(&self) -> Result<(), PipelineError> {
         let r = self.resolve_all();
         let mut items = vec![self.prepare(0, EmbedInput::new("warm-up"), &r)];
-        self.tokenize(&mut items, r.run, None);
+        self.tokenize(&mut items, r.run, r.direction, None);
         if let Some(e) = items.iter().find_map(|it| it.error.clone()) {
             return Err(e);
         }

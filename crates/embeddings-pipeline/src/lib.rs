@@ -252,7 +252,7 @@ pub use embeddings_metrics::PipelineMetrics;
 pub use embeddings_types::{ErrorKind, ModelId, OutputKind};
 pub use error::{InputError, LoadError, PipelineError};
 pub use input::EmbedInput;
-pub use options::{EmbedOptions, EmbedResponse, Timings};
+pub use options::{EmbedOptions, EmbedResponse, Timings, TruncationDirection};
 pub use output::{CausalPair, MultiEmbedding, SlotOutput, SparseVector, TokenVectors, cosine};
 pub use registry::{
     Backend, FusionReport, HeadKind, ModelRegistry, ModelReport, SlotReport, SlotState,

@@ -45,6 +45,21 @@ pub struct EmbedOptions {
     /// When the caller stops waiting (see above).
     #[serde(skip)]
     pub deadline: Option<Instant>,
+    /// Which end of an input longer than a model takes is cut (under
+    /// `[input] truncation = "truncate"`). Default: the end.
+    pub truncation_direction: TruncationDirection,
+}
+
+/// Which end of a too-long input is cut; the names are those of Hugging
+/// Face's tokenizers and Text Embeddings Inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TruncationDirection {
+    /// Cut the end: keep the first tokens (what sentence-transformers does).
+    #[default]
+    Right,
+    /// Cut the start: keep the last tokens.
+    Left,
 }
 
 impl Default for EmbedOptions {
@@ -53,6 +68,7 @@ impl Default for EmbedOptions {
             slots: None,
             fused: true,
             deadline: None,
+            truncation_direction: TruncationDirection::Right,
         }
     }
 }
@@ -65,6 +81,7 @@ impl EmbedOptions {
             slots: Some(slots.into_iter().collect()),
             fused: false,
             deadline: None,
+            truncation_direction: TruncationDirection::Right,
         }
     }
 
@@ -72,6 +89,13 @@ impl EmbedOptions {
     #[must_use]
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets `truncation_direction`.
+    #[must_use]
+    pub fn with_truncation_direction(mut self, direction: TruncationDirection) -> Self {
+        self.truncation_direction = direction;
         self
     }
 
@@ -162,4 +186,6 @@ pub(crate) struct Resolved {
     pub(crate) fused: bool,
     /// Slots that must run (`returned`, or every loaded slot when fusing).
     pub(crate) run: SlotMask,
+    /// Which end of a too-long input is cut.
+    pub(crate) direction: TruncationDirection,
 }

@@ -149,6 +149,9 @@ impl SlotOutput {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MultiEmbedding {
     pub(crate) slots: [Option<SlotOutput>; ModelId::COUNT],
+    /// Per pooled (mean / CLS) transformer slot: the length of its vector
+    /// before normalisation.
+    pub(crate) norms: [Option<f32>; ModelId::COUNT],
     pub(crate) fused: Option<Vec<f32>>,
     pub(crate) tokens: usize,
     pub(crate) truncated: bool,
@@ -159,6 +162,15 @@ impl MultiEmbedding {
     #[must_use]
     pub fn get(&self, slot: ModelId) -> Option<&SlotOutput> {
         self.slots[slot.index()].as_ref()
+    }
+
+    /// The length a pooled (mean or CLS) transformer slot's vector had before
+    /// it was L2-normalised: `dense(slot) × pre_norm(slot)` is the raw
+    /// pooling (what sentence-transformers returns with
+    /// `normalize_embeddings=False`). `None` for every other slot.
+    #[must_use]
+    pub fn pre_norm(&self, slot: ModelId) -> Option<f32> {
+        self.norms[slot.index()]
     }
 
     /// The dense vector of `slot` (`None` for causal, sparse and per-token slots).

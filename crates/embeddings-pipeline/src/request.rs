@@ -132,7 +132,12 @@ impl Request {
             return tokens;
         }
         let start = Instant::now();
-        let tokens = engine.tokenize(&mut self.pending, self.resolved.run, engine.rec());
+        let tokens = engine.tokenize(
+            &mut self.pending,
+            self.resolved.run,
+            self.resolved.direction,
+            engine.rec(),
+        );
         self.timings.tokenization = start.elapsed();
         self.tokens = Some(tokens);
         tokens

@@ -15,7 +15,7 @@ use crate::config::TruncationPolicy;
 use crate::engine::{Engine, Item, SlotHead};
 use crate::error::{InputError, PipelineError};
 use crate::input::unix_seconds;
-use crate::options::{Resolved, SlotMask};
+use crate::options::{Resolved, SlotMask, TruncationDirection};
 use crate::output::{CausalPair, MultiEmbedding, SlotOutput, TokenVectors};
 use crate::tokenize::Tokens;
 use crate::transformer::{self, PooledHead};
@@ -29,6 +29,7 @@ impl Engine {
         &self,
         items: &mut [Item],
         run: SlotMask,
+        direction: TruncationDirection,
         rec: Option<&PipelineMetrics>,
     ) -> usize {
         if items.iter().all(|it| it.error.is_some()) {
@@ -103,7 +104,7 @@ impl Engine {
                             }
                             item.truncated = true;
                         }
-                        tok.model_ids(t, ckpt.max_len)
+                        tok.model_ids(t, ckpt.max_len, direction)
                     }
                     Some(Err(e)) => Err(e.clone()),
                     None => Err("tokenizer returned too few encodings (internal error)".into()),
@@ -190,15 +191,18 @@ impl Engine {
         }
         let tokens = item.primary_len();
         let mut out = item.out;
+        let mut norms = item.norms;
         for id in ModelId::ALL {
             if !r.returned.contains(id) {
                 out[id.index()] = None;
+                norms[id.index()] = None;
             }
         }
         Ok(MultiEmbedding {
             tokens,
             truncated: item.truncated,
             slots: out,
+            norms,
             fused: if r.fused { item.fused } else { None },
         })
     }
@@ -280,9 +284,17 @@ impl Engine {
             let head_of = |h: PooledHead| pooled_heads.iter().position(|x| *x == h);
             for (row, &i) in chunk.iter().enumerate() {
                 let mut shared: BTreeMap<PooledHead, Arc<[f32]>> = BTreeMap::new();
+                let norm = |h: PooledHead| -> Option<f32> {
+                    pooled.get(head_of(h)?)?.norms.get(row).copied()
+                };
+                for &(slot, head) in &slots {
+                    if let SlotHead::Pooled(h) = head {
+                        items[i].norms[slot.index()] = norm(h);
+                    }
+                }
                 let mut arc = |h: PooledHead| -> Option<Arc<[f32]>> {
                     let k = head_of(h)?;
-                    let v = pooled.get_mut(k)?.get_mut(row)?;
+                    let v = pooled.get_mut(k)?.vectors.get_mut(row)?;
                     Some(
                         shared
                             .entry(h)

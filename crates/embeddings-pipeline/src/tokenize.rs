@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use tokenizers::{Encoding, Tokenizer, TruncationDirection};
 
 use crate::error::LoadError;
+use crate::options::TruncationDirection as Direction;
 
 /// A loaded `tokenizer.json` with padding and truncation switched off.
 pub(crate) struct TextTokenizer {
@@ -93,13 +94,23 @@ impl TextTokenizer {
         tokens.content.len() + self.specials
     }
 
-    /// Model input ids: content truncated to `max_len - specials`, then the
-    /// special tokens added by the post-processor.
-    pub(crate) fn model_ids(&self, tokens: &Tokens, max_len: usize) -> Result<Vec<u32>, String> {
+    /// Model input ids: content truncated to `max_len - specials` (its end
+    /// cut, or its start for [`Direction::Left`]), then the special tokens
+    /// added by the post-processor.
+    pub(crate) fn model_ids(
+        &self,
+        tokens: &Tokens,
+        max_len: usize,
+        direction: Direction,
+    ) -> Result<Vec<u32>, String> {
         let mut enc = tokens.content.clone();
         let keep = max_len.saturating_sub(self.specials);
         if enc.len() > keep {
-            enc.truncate(keep, 0, TruncationDirection::Right);
+            let direction = match direction {
+                Direction::Right => TruncationDirection::Right,
+                Direction::Left => TruncationDirection::Left,
+            };
+            enc.truncate(keep, 0, direction);
             enc.get_overflowing_mut().clear();
         }
         let processed = self

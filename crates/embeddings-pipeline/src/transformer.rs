@@ -251,13 +251,20 @@ pub(crate) fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
     x.broadcast_div(&norm)
 }
 
+/// One pooled head's vectors for a chunk: each row L2-normalised, and the
+/// length it had before (`vectors[r] * norms[r]` is the raw pooling).
+pub(crate) struct PooledRows {
+    pub(crate) vectors: Vec<Vec<f32>>,
+    pub(crate) norms: Vec<f32>,
+}
+
 /// Pooled heads over a trunk output. `lens[b]` is the number of real tokens
-/// of row `b`. Returns `out[head][row]`, each L2-normalised.
+/// of row `b`. Returns one [`PooledRows`] per head.
 pub(crate) fn pooled(
     hidden: &Tensor,
     lens: &[usize],
     heads: &[PooledHead],
-) -> candle_core::Result<Vec<Vec<Vec<f32>>>> {
+) -> candle_core::Result<Vec<PooledRows>> {
     let (batch, longest, _) = hidden.dims3()?;
     let k = heads.len();
     let mut w = vec![0f32; batch * k * longest];
@@ -281,12 +288,23 @@ pub(crate) fn pooled(
         }
     }
     let w = Tensor::from_vec(w, (batch, k, longest), hidden.device())?;
-    let pooled = l2_normalize(&w.matmul(hidden)?)?; // [batch, k, hidden]
-    let rows = pooled.to_vec3::<f32>()?;
-    let mut out = vec![Vec::with_capacity(batch); k];
-    for row in rows {
-        for (h, v) in row.into_iter().enumerate() {
-            out[h].push(v);
+    let raw = w.matmul(hidden)?; // [batch, k, hidden]
+    let norms = raw
+        .sqr()?
+        .sum(candle_core::D::Minus1)?
+        .sqrt()?
+        .to_vec2::<f32>()?;
+    let rows = l2_normalize(&raw)?.to_vec3::<f32>()?;
+    let mut out: Vec<PooledRows> = (0..k)
+        .map(|_| PooledRows {
+            vectors: Vec::with_capacity(batch),
+            norms: Vec::with_capacity(batch),
+        })
+        .collect();
+    for (row, row_norms) in rows.into_iter().zip(norms) {
+        for ((v, n), head) in row.into_iter().zip(row_norms).zip(out.iter_mut()) {
+            head.vectors.push(v);
+            head.norms.push(n);
         }
     }
     Ok(out)

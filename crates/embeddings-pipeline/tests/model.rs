@@ -448,3 +448,45 @@ fn tokenize_reports_each_token_and_decode_reverses_it() {
         Err(PipelineError::SlotUnavailable { .. })
     ));
 }
+
+#[test]
+fn left_truncation_keeps_the_end_and_pre_norm_gives_the_raw_pooling() {
+    use embeddings_pipeline::{EmbedOptions, TruncationDirection};
+    let p = full();
+    let long = format!("{}{}", "apple ".repeat(200), "orange ".repeat(200));
+    let tail = format!("{}{}", "apple ".repeat(54), "orange ".repeat(200));
+    let semantic = || EmbedOptions::only([ModelId::Semantic]);
+    let embed = |text: &str, options: EmbedOptions| {
+        p.submit(vec![EmbedInput::new(text)], options)
+            .unwrap()
+            .wait()
+            .unwrap()
+            .embeddings
+            .remove(0)
+    };
+    let left = embed(
+        &long,
+        semantic().with_truncation_direction(TruncationDirection::Left),
+    );
+    let right = embed(&long, semantic());
+    let kept = embed(&tail, semantic());
+    let l = left.dense(ModelId::Semantic).unwrap();
+    assert!(left.truncated());
+    assert!(
+        l.iter()
+            .zip(kept.dense(ModelId::Semantic).unwrap())
+            .all(|(a, b)| (a - b).abs() < 1e-6),
+        "Left keeps the last 254 words"
+    );
+    assert!(
+        dot(l, right.dense(ModelId::Semantic).unwrap()) < 0.999,
+        "and differs from Right"
+    );
+    // The mean pooling's own length: positive, not 1, and only for pooled slots.
+    let n = left.pre_norm(ModelId::Semantic).unwrap();
+    assert!(n.is_finite() && n > 0.0 && (n - 1.0).abs() > 1e-3, "{n}");
+    let all = embed("hello", EmbedOptions::default());
+    assert!(all.pre_norm(ModelId::Semantic).is_some());
+    assert!(all.pre_norm(ModelId::Sparse).is_none());
+    assert!(all.pre_norm(ModelId::LateInteraction).is_none());
+}

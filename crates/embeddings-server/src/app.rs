@@ -635,7 +635,7 @@ async fn embed(State(state): State<Arc<AppState>>, request: Request) -> Result<R
     let options = EmbedOptions {
         slots,
         fused: body.fused,
-        deadline: None,
+        ..EmbedOptions::default()
     };
     let result = run_pipeline(&state, &id, deadline, inputs, options).await?;
     let timings = timings(&result);

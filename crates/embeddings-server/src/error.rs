@@ -332,4 +332,28 @@ mod tests {
         );
         assert_eq!(e.kind.status(), StatusCode::GATEWAY_TIMEOUT);
     }
+
+    #[test]
+    fn every_kind_has_a_tei_error_type_and_tei_statuses_where_tei_has_them() {
+        use ErrorKind as K;
+        let cases = [
+            (K::Validation, "Validation", 422),
+            (K::Empty, "Empty", 400),
+            (K::Overloaded, "Overloaded", 429),
+            (K::Internal, "Backend", 424),
+            (K::Unavailable, "Unhealthy", 503),
+            (K::Timeout, "Backend", 504),
+            (K::MalformedJson, "Validation", 400),
+            (K::PayloadTooLarge, "Validation", 413),
+            (K::Unauthorized, "Validation", 401),
+        ];
+        for (kind, error_type, status) in cases {
+            let e = ApiError::new(kind, &id(), "why");
+            let response = e.clone().into_response();
+            let tei = e.into_tei(response);
+            assert_eq!(tei.status().as_u16(), status, "{kind:?}");
+            let (t, _) = ApiError::new(kind, &id(), "").tei_type();
+            assert_eq!(t, error_type, "{kind:?}");
+        }
+    }
 }

@@ -182,7 +182,7 @@ pub(crate) async fn embeddings(
     let options = EmbedOptions {
         slots: Some(slot.into_iter().collect()),
         fused: slot.is_none(),
-        deadline: None,
+        ..EmbedOptions::default()
     };
     let inputs = texts.into_iter().map(EmbedInput::new).collect();
     let result = run_pipeline(&state, &id, deadline, inputs, options).await?;

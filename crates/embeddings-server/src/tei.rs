@@ -11,10 +11,14 @@
 //! | `POST /decode` | `[str]` | `--tei-slot`'s tokenizer |
 //!
 //! Errors on these routes are TEI's `{error, error_type}`
-//! (`error::tei_type`). What TEI offers and we do not is refused with a
-//! message, never faked: `normalize: false` (our vectors are unit length),
-//! `truncation_direction: "Left"` on an input that needs truncating, and
-//! `prompt_name` (no model here has a prompt configuration).
+//! (`error::tei_type`). `normalize: false` returns the raw pooling (the unit
+//! vector times the length it had, [`MultiEmbedding::pre_norm`]);
+//! `truncation_direction: "Left"` keeps the end of a too-long input;
+//! `truncate: false` refuses one (checked with the slot's tokenizer before
+//! any work). `prompt_name` is refused with a message: no model here has a
+//! prompt configuration.
+//!
+//! [`MultiEmbedding::pre_norm`]: embeddings_pipeline::MultiEmbedding::pre_norm
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +26,9 @@ use std::time::Instant;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use embeddings_pipeline::{EmbedInput, EmbedOptions, EmbedResponse, ModelId, TruncationPolicy};
+use embeddings_pipeline::{
+    EmbedInput, EmbedOptions, EmbedResponse, ModelId, TruncationDirection, TruncationPolicy,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::api;
@@ -52,16 +58,25 @@ impl TeiInputs {
     }
 }
 
-/// Which end of a too-long input is cut.
+/// Which end of a too-long input is cut (TEI spells it either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum Direction {
-    /// Keep the end.
+    /// Cut the start: keep the end.
     #[serde(alias = "left")]
     Left,
-    /// Keep the start (what our pipeline does).
+    /// Cut the end: keep the start.
     #[default]
     #[serde(alias = "right")]
     Right,
+}
+
+impl From<Direction> for TruncationDirection {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Left => Self::Left,
+            Direction::Right => Self::Right,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -73,7 +88,7 @@ fn yes() -> bool {
 pub struct TeiEmbedRequest {
     /// The texts.
     pub inputs: TeiInputs,
-    /// Unit-length vectors (the only kind served).
+    /// Unit-length vectors (default); `false`: the raw pooling.
     #[serde(default = "yes")]
     pub normalize: bool,
     /// Cut inputs longer than the model takes; absent: the pipeline's
@@ -181,34 +196,17 @@ fn check(
     if let Some(name) = &req.prompt_name {
         return Err(no_prompts(id, name));
     }
-    if !req.normalize {
-        return Err(validation(
-            id,
-            "`normalize: false` is not supported: this server returns unit-length vectors only; drop the field (or set it to true)",
-        ));
-    }
     let Some(pipeline) = state.ready() else {
         return Err(state.unavailable(id));
     };
     let auto_truncate = pipeline.config().input.truncation == TruncationPolicy::Truncate;
     let truncate = req.truncate.unwrap_or(auto_truncate);
-    let cut_left = truncate && req.truncation_direction == Direction::Left;
-    if (!truncate || cut_left)
-        && let Some(limit) = pipeline.max_input_tokens(slot)
-    {
+    if !truncate && let Some(limit) = pipeline.max_input_tokens(slot) {
         for text in &texts {
             let given = pipeline
                 .tokenize(slot, text, true)
                 .map_err(|e| ApiError::new(ErrorKind::Validation, id, e.to_string()))?
                 .len();
-            if given > limit && cut_left {
-                return Err(validation(
-                    id,
-                    format!(
-                        "an input has {given} tokens, more than {limit}, and `truncation_direction: \"Left\"` is not supported here: only the end of a text is cut; send `Right` or shorter inputs"
-                    ),
-                ));
-            }
             if given > limit {
                 return Err(validation(
                     id,
@@ -260,11 +258,12 @@ async fn embed_as(
     let deadline = state.limits.deadline();
     let bytes = read_body(&state, &id, deadline, request).await?;
     let req: TeiEmbedRequest = parse_json(&id, &bytes)?;
-    let dimensions = req.dimensions;
+    let (dimensions, normalize) = (req.dimensions, req.normalize);
+    let direction = req.truncation_direction.into();
     let texts = check(&state, &id, slot, req)?;
     let chars = texts.iter().map(|t| t.chars().count()).sum();
     let inputs = texts.into_iter().map(EmbedInput::new).collect();
-    let options = EmbedOptions::only([slot]);
+    let options = EmbedOptions::only([slot]).with_truncation_direction(direction);
     let result = run_pipeline(&state, &id, deadline, inputs, options).await?;
     let missing = || {
         ApiError::new(
@@ -278,9 +277,17 @@ async fn embed_as(
             let mut all = Vec::with_capacity(result.embeddings.len());
             for e in &result.embeddings {
                 let v = e.dense(slot).ok_or_else(missing)?;
-                all.push(match dimensions {
-                    Some(d) if d < v.len() => api::shorten(v, d),
-                    _ => v.to_vec(),
+                all.push(match (normalize, e.pre_norm(slot)) {
+                    (true, _) => match dimensions {
+                        Some(d) if d < v.len() => api::shorten(v, d),
+                        _ => v.to_vec(),
+                    },
+                    // The raw pooling, its first `dimensions` components.
+                    (false, norm) => {
+                        let scale = norm.unwrap_or(1.0);
+                        let keep = dimensions.unwrap_or(v.len()).min(v.len());
+                        v.iter().take(keep).map(|x| x * scale).collect()
+                    }
                 });
             }
             json_response(StatusCode::OK, &id, &all)
