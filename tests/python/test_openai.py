@@ -139,3 +139,23 @@ def test_unknown_model_on_models_retrieve_is_404(client):
         client.models.retrieve("nope")
     assert caught.value.status_code == 404
     assert "semantic" in str(caught.value)
+
+
+def test_the_unprefixed_alias_tei_also_serves(base_url, reference):
+    # TEI answers OpenAI's API at /embeddings too; a client pointed at the
+    # server root (no /v1) reaches it.
+    root = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=TIMEOUT)
+    result = root.embeddings.create(model="semantic", input=TEXTS[0], encoding_format="float")
+    np.testing.assert_allclose(vector(result.data[0]), reference([TEXTS[0]])[0], rtol=0, atol=ATOL)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        root.embeddings.create(model="nope", input="x")
+    assert "semantic" in str(e.value)
+
+
+def test_info_says_which_route_speaks_which_protocol(http):
+    routes = {(r["method"], r["path"]): r["protocol"] for r in http.get("/info").json()["routes"]}
+    assert routes[("POST", "/embed_multi")] == "native"
+    assert routes[("POST", "/v1/embeddings")] == "openai"
+    assert routes[("POST", "/embeddings")] == "openai"
+    assert routes[("POST", "/embed")] == "tei"
+    assert routes[("POST", "/")] == "tei"

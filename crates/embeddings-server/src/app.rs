@@ -280,7 +280,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Endpoint::EmbedAll => post(tei::embed_all),
             Endpoint::Tokenize => post(tei::tokenize),
             Endpoint::Decode => post(tei::decode),
-            Endpoint::OpenAiEmbeddings => post(openai::embeddings),
+            Endpoint::OpenAiEmbeddings | Endpoint::Embeddings => post(openai::embeddings),
             Endpoint::OpenAiModels => get(openai::models),
             Endpoint::OpenAiModel => get(openai::model),
             Endpoint::Metrics => get(ops::metrics),

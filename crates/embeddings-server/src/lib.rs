@@ -4,7 +4,7 @@
 //! | protocol | routes | for |
 //! |---|---|---|
 //! | native | `POST /embed_multi` | every slot, timestamps, positions, the fused vector ([`api`]) |
-//! | OpenAI | `POST /v1/embeddings`, `GET /v1/models`, `GET /v1/models/{id}` | OpenAI clients ([`api::OpenAiRequest`]) |
+//! | OpenAI | `POST /v1/embeddings` (and `POST /embeddings`), `GET /v1/models`, `GET /v1/models/{id}` | OpenAI clients ([`api::OpenAiRequest`]) |
 //! | Text Embeddings Inference | `POST /embed`, `/`, `/embed_sparse`, `/embed_all`, `/tokenize`, `/decode` | TEI clients ([`tei`]) |
 //!
 //! Plus `GET /metrics` (Prometheus text or OpenMetrics), `GET /health`, the

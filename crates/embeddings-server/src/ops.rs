@@ -137,6 +137,8 @@ struct Info<'a> {
     load_error: Option<String>,
     limits: Limits,
     cpu: Option<&'a CpuPlan>,
+    /// Every route, its method and the protocol it speaks.
+    routes: Vec<crate::routes::RouteInfo>,
     pipeline: Option<serde_json::Value>,
     /// TEI's fields, once the pipeline is loaded (only those with a true
     /// value here).
@@ -210,6 +212,7 @@ pub(crate) async fn info(State(state): State<Arc<AppState>>, request: Request) -
         load_error,
         limits: state.limits,
         cpu: state.cpu.as_ref(),
+        routes: crate::routes::Endpoint::table(),
         pipeline,
         tei,
     };

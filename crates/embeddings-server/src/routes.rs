@@ -23,6 +23,8 @@ pub enum Endpoint {
     Decode,
     /// `POST /v1/embeddings`: OpenAI's embeddings API.
     OpenAiEmbeddings,
+    /// `POST /embeddings`: the un-prefixed alias TEI also serves.
+    Embeddings,
     /// `GET /v1/models`: OpenAI's model list.
     OpenAiModels,
     /// `GET /v1/models/{id}`: one model.
@@ -43,6 +45,17 @@ pub enum Endpoint {
     Other,
 }
 
+/// One line of [`Endpoint::table`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RouteInfo {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The path.
+    pub path: &'static str,
+    /// Which protocol it speaks (`native` also covers the operational routes).
+    pub protocol: Style,
+}
+
 /// Which guards a route sits behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Group {
@@ -57,11 +70,13 @@ pub enum Group {
 }
 
 /// Which protocol a route speaks, and so the shape of its errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Style {
     /// Ours: `{error, kind, request_id}`.
     Native,
     /// OpenAI's: `{"error": {message, type, param, code}, request_id}`.
+    #[serde(rename = "openai")]
     OpenAi,
     /// TEI's: `{error, error_type}`.
     Tei,
@@ -82,7 +97,7 @@ impl Style {
 
 impl Endpoint {
     /// Every endpoint, in label order (`Other` last).
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::EmbedMulti,
         Self::Embed,
         Self::Root,
@@ -91,6 +106,7 @@ impl Endpoint {
         Self::Tokenize,
         Self::Decode,
         Self::OpenAiEmbeddings,
+        Self::Embeddings,
         Self::OpenAiModels,
         Self::OpenAiModel,
         Self::Metrics,
@@ -114,6 +130,7 @@ impl Endpoint {
             Self::Tokenize => "/tokenize",
             Self::Decode => "/decode",
             Self::OpenAiEmbeddings => "/v1/embeddings",
+            Self::Embeddings => "/embeddings",
             Self::OpenAiModels => "/v1/models",
             Self::OpenAiModel => "/v1/models/{id}",
             Self::Metrics => "/metrics",
@@ -137,7 +154,8 @@ impl Endpoint {
             | Self::EmbedAll
             | Self::Tokenize
             | Self::Decode
-            | Self::OpenAiEmbeddings => "POST",
+            | Self::OpenAiEmbeddings
+            | Self::Embeddings => "POST",
             _ => "GET",
         }
     }
@@ -164,6 +182,7 @@ impl Endpoint {
             Self::Tokenize => "tokenize",
             Self::Decode => "decode",
             Self::OpenAiEmbeddings => "openai_embeddings",
+            Self::Embeddings => "embeddings",
             Self::OpenAiModels => "openai_models",
             Self::OpenAiModel => "openai_model",
             Self::Metrics => "metrics",
@@ -187,7 +206,8 @@ impl Endpoint {
             | Self::EmbedAll
             | Self::Tokenize
             | Self::Decode
-            | Self::OpenAiEmbeddings => Group::Compute,
+            | Self::OpenAiEmbeddings
+            | Self::Embeddings => Group::Compute,
             Self::OpenAiModels | Self::OpenAiModel => Group::Catalog,
             Self::Metrics | Self::Health | Self::Info | Self::Other => Group::Observability,
             Self::Livez | Self::Readyz | Self::Startupz => Group::Probe,
@@ -207,7 +227,9 @@ impl Endpoint {
     #[must_use]
     pub const fn style(self) -> Style {
         match self {
-            Self::OpenAiEmbeddings | Self::OpenAiModels | Self::OpenAiModel => Style::OpenAi,
+            Self::OpenAiEmbeddings | Self::Embeddings | Self::OpenAiModels | Self::OpenAiModel => {
+                Style::OpenAi
+            }
             Self::Embed
             | Self::Root
             | Self::EmbedSparse
@@ -216,6 +238,21 @@ impl Endpoint {
             | Self::Decode => Style::Tei,
             _ => Style::Native,
         }
+    }
+
+    /// Every route with its method and protocol, for `GET /info`.
+    #[must_use]
+    pub fn table() -> Vec<RouteInfo> {
+        Self::ALL
+            .into_iter()
+            .filter_map(|e| {
+                Some(RouteInfo {
+                    method: e.method(),
+                    path: e.path()?,
+                    protocol: e.style(),
+                })
+            })
+            .collect()
     }
 
     /// Its position in [`Endpoint::ALL`].
