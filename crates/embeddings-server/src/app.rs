@@ -127,6 +127,8 @@ pub struct AppState {
     pub cpu: Option<CpuPlan>,
     /// The slot TEI's `/embed` serves (`--tei-slot`).
     pub tei_slot: ModelId,
+    /// The in-process alert engine (`GET /alerts`).
+    pub alerts: crate::alerts::Alerts,
 }
 
 impl AppState {
@@ -150,6 +152,7 @@ impl AppState {
             loaded_at: OnceLock::new(),
             cpu: None,
             tei_slot: ModelId::Semantic,
+            alerts: crate::alerts::Alerts::new(embeddings_health::AlertConfig::default()),
             auth: None,
             protect_observability: false,
         })
@@ -286,6 +289,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Endpoint::Metrics => get(ops::metrics),
             Endpoint::Health => get(ops::health),
             Endpoint::Info => get(ops::info),
+            Endpoint::Alerts => get(crate::alerts::alerts),
             Endpoint::Livez => get(ops::livez),
             Endpoint::Readyz => get(ops::readyz),
             Endpoint::Startupz => get(ops::startupz),

@@ -169,6 +169,21 @@ pub struct Args {
     #[arg(long, env = "EMBEDDINGS_TEI_SLOT", default_value = "semantic", value_parser = dense_slot)]
     pub tei_slot: ModelId,
 
+    /// Alert rules for the in-process engine (TOML: `[[rules]]` with
+    /// `name`, `metric`, `threshold`, `for_seconds`, `hysteresis`,
+    /// `severity`); default: `embeddings-health`'s recommended rules.
+    #[arg(long, env = "EMBEDDINGS_ALERT_RULES")]
+    pub alert_rules: Option<PathBuf>,
+
+    /// Seconds between evaluations of the alert rules; 1 to 3600.
+    #[arg(
+        long,
+        env = "EMBEDDINGS_ALERT_INTERVAL_SECS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub alert_interval_secs: u64,
+
     /// Show full filesystem paths in error bodies, `/health`, `/info` and
     /// the probes (for debugging); by default they name `…/parent/file`, and
     /// only the log has the full path.

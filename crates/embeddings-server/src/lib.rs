@@ -8,8 +8,8 @@
 //! | Text Embeddings Inference | `POST /embed`, `/`, `/embed_sparse`, `/embed_all`, `/tokenize`, `/decode` | TEI clients ([`tei`]) |
 //!
 //! Plus `GET /metrics` (Prometheus text or OpenMetrics), `GET /health`, the
-//! probes `/livez`, `/readyz`, `/startupz`, and `GET /info` (ours and TEI's
-//! fields).
+//! probes `/livez`, `/readyz`, `/startupz`, `GET /info` (ours and TEI's
+//! fields) and `GET /alerts` (the in-process alert engine, [`alerts`]).
 //!
 //! - [`cli::Args`]: flags, each with an `EMBEDDINGS_*` environment variable.
 //! - [`app::router`] and [`app::AppState`]: the routes and what they share.
@@ -30,6 +30,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;

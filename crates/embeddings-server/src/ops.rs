@@ -42,6 +42,7 @@ pub fn render_metrics(state: &AppState, format: Format) -> String {
         state.http.encode(&mut encoder)?;
         crate::process_families::encode(&mut encoder, prefix, &stats)?;
         crate::capacity_families::encode(&mut encoder, prefix, state)?;
+        state.alerts.encode(&mut encoder, prefix)?;
         encoder.finish()
     })();
     if result.is_err() {

@@ -35,6 +35,8 @@ pub enum Endpoint {
     Health,
     /// `GET /info`.
     Info,
+    /// `GET /alerts`: the in-process alert engine's state.
+    Alerts,
     /// `GET /livez`.
     Livez,
     /// `GET /readyz`.
@@ -97,7 +99,7 @@ impl Style {
 
 impl Endpoint {
     /// Every endpoint, in label order (`Other` last).
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::EmbedMulti,
         Self::Embed,
         Self::Root,
@@ -112,6 +114,7 @@ impl Endpoint {
         Self::Metrics,
         Self::Health,
         Self::Info,
+        Self::Alerts,
         Self::Livez,
         Self::Readyz,
         Self::Startupz,
@@ -136,6 +139,7 @@ impl Endpoint {
             Self::Metrics => "/metrics",
             Self::Health => "/health",
             Self::Info => "/info",
+            Self::Alerts => "/alerts",
             Self::Livez => "/livez",
             Self::Readyz => "/readyz",
             Self::Startupz => "/startupz",
@@ -188,6 +192,7 @@ impl Endpoint {
             Self::Metrics => "metrics",
             Self::Health => "health",
             Self::Info => "info",
+            Self::Alerts => "alerts",
             Self::Livez => "livez",
             Self::Readyz => "readyz",
             Self::Startupz => "startupz",
@@ -209,7 +214,9 @@ impl Endpoint {
             | Self::OpenAiEmbeddings
             | Self::Embeddings => Group::Compute,
             Self::OpenAiModels | Self::OpenAiModel => Group::Catalog,
-            Self::Metrics | Self::Health | Self::Info | Self::Other => Group::Observability,
+            Self::Metrics | Self::Health | Self::Info | Self::Alerts | Self::Other => {
+                Group::Observability
+            }
             Self::Livez | Self::Readyz | Self::Startupz => Group::Probe,
         }
     }

@@ -37,6 +37,16 @@ pub enum ServeError {
     /// The API keys could not be read, or one is too short.
     #[error("{0}")]
     Auth(#[from] crate::auth::AuthError),
+    /// The alert rules file could not be read or is invalid.
+    #[error(
+        "cannot use the alert rules {path}: {reason}; fix the file or drop --alert-rules for the recommended rules"
+    )]
+    AlertRules {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The pipeline failed to load and `--exit-on-load-failure` was given.
     #[error("the pipeline failed to load: {0}")]
     Load(LoadError),
@@ -165,6 +175,16 @@ pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
     );
     state.cpu = Some(cpu);
     state.tei_slot = args.tei_slot;
+    if let Some(path) = &args.alert_rules {
+        let rules = |reason: String| ServeError::AlertRules {
+            path: path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| rules(e.to_string()))?;
+        let config = embeddings_health::AlertConfig::from_toml_str(&text)
+            .map_err(|e| rules(e.to_string()))?;
+        state.alerts = crate::alerts::Alerts::new(config);
+    }
     if state.auth.is_none() && !args.bind.ip().is_loopback() {
         tracing::warn!(addr = %args.bind, "listening beyond loopback without an API key: anyone who reaches this port can embed (set --api-key)");
     }
@@ -218,6 +238,10 @@ pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
         }
     });
     tokio::spawn(housekeeping(Arc::clone(&state)));
+    tokio::spawn(crate::alerts::run(
+        Arc::clone(&state),
+        Duration::from_secs(args.alert_interval_secs),
+    ));
 
     let state_for_exit = Arc::clone(&state);
     let grace = Duration::from_secs(args.shutdown_grace_secs);
