@@ -21,22 +21,49 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// What to do when promtool is missing.
-pub const PROMTOOL_MISSING: &str =
-    "promtool not found: run `cargo xtask ci`, which installs it, or `apt-get install prometheus`";
+pub const PROMTOOL_MISSING: &str = "promtool not found: run `cargo xtask ci` or `cargo xtask install-tools`, which unpack it under target/tools/";
 
-pub fn promtool() -> PathBuf {
-    let candidates = std::env::var_os("PATH")
+/// A tool the tests run: `$env` when set, else where `cargo xtask
+/// install-tools` unpacks it (`target/tools/<package>/usr/bin/<name>`), else
+/// on `PATH`.
+///
+/// # Panics
+/// When it is nowhere: the message says how to fetch it.
+#[must_use]
+pub fn tool(name: &str, env: &str, package: &str) -> PathBuf {
+    let unpacked = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/tools")
+        .join(package)
+        .join("usr/bin")
+        .join(name);
+    let on_path = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
-                .map(|d| d.join("promtool"))
+                .map(|d| d.join(name))
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    candidates
+    std::env::var_os(env)
+        .map(PathBuf::from)
         .into_iter()
-        .chain([PathBuf::from("/usr/bin/promtool")])
+        .chain([unpacked])
+        .chain(on_path)
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{PROMTOOL_MISSING}"))
+        .unwrap_or_else(|| {
+            panic!("{name} not found: run `cargo xtask install-tools` (it unpacks Debian's `{package}` under target/tools/), or set {env}")
+        })
+}
+
+/// `promtool` (see [`tool`]).
+#[must_use]
+pub fn promtool() -> PathBuf {
+    tool("promtool", "EMBEDDINGS_PROMTOOL", "prometheus")
+}
+
+/// `amtool` (see [`tool`]).
+#[must_use]
+pub fn amtool() -> PathBuf {
+    tool("amtool", "EMBEDDINGS_AMTOOL", "prometheus-alertmanager")
 }
 
 /// Runs `promtool check metrics < file` and fails on a non-zero exit or any

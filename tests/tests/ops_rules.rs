@@ -1,8 +1,9 @@
-//! The operations rules (`ops/prometheus/`) as code under test: promtool
-//! lints them and runs their unit tests, every alert has a firing and a
-//! quiet test and a runbook section, and every metric they use is one the
-//! server exports (the metric catalogue, which `workload.rs` keeps equal to
-//! a real scrape).
+//! The operations kit (`ops/`) as code under test: promtool lints the rules
+//! and runs their unit tests and checks the example Prometheus config;
+//! amtool checks the Alertmanager example and its routing; every alert has a
+//! firing and a quiet test and a runbook section; every metric the rules use
+//! is one the server exports (the metric catalogue, which `workload.rs`
+//! keeps equal to a real scrape).
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use embeddings_tests::promtool;
+use embeddings_tests::{amtool, promtool};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -50,6 +51,83 @@ fn alerts() -> Vec<String> {
 fn the_rules_pass_promtools_lint_and_their_unit_tests() {
     run_promtool(&["check", "rules", "--lint=all", "rules.yml"]);
     run_promtool(&["test", "rules", "rules_test.yml"]);
+}
+
+#[test]
+fn the_example_prometheus_config_is_valid() {
+    run_promtool(&["check", "config", "prometheus.yml"]);
+}
+
+/// Runs amtool on the Alertmanager example; whether it succeeded, and what
+/// it printed.
+fn run_amtool(args: &[&str]) -> (bool, String) {
+    let out = Command::new(amtool())
+        .args(args)
+        .arg(format!(
+            "--config.file={}",
+            root().join("ops/alertmanager.yml").display()
+        ))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn alertmanager_pages_criticals_tickets_warnings_and_routes_the_watchdog() {
+    let (ok, out) = Command::new(amtool())
+        .arg("check-config")
+        .arg(root().join("ops/alertmanager.yml"))
+        .output()
+        .map(|o| {
+            (
+                o.status.success(),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+            )
+        })
+        .unwrap();
+    assert!(ok, "{out}");
+    for (labels, receiver) in [
+        (
+            &["severity=critical", "alertname=EmbeddingsErrorBudgetBurn"][..],
+            "page",
+        ),
+        (
+            &["severity=warning", "alertname=EmbeddingsOverloaded"][..],
+            "ticket",
+        ),
+        (
+            &["severity=info", "alertname=EmbeddingsWatchdog"][..],
+            "heartbeat",
+        ),
+    ] {
+        let verify = format!("--verify.receivers={receiver}");
+        let mut args = vec!["config", "routes", "test", verify.as_str()];
+        args.extend_from_slice(labels);
+        let (ok, out) = run_amtool(&args);
+        assert!(ok, "{labels:?} should go to {receiver}: {out}");
+    }
+    // A wrong expectation fails, so the checks above can fail too.
+    let (ok, _) = run_amtool(&[
+        "config",
+        "routes",
+        "test",
+        "--verify.receivers=page",
+        "severity=warning",
+    ]);
+    assert!(!ok, "a warning must not page");
+    let text = read("ops/alertmanager.yml");
+    assert!(
+        text.contains("source_matchers: ['severity=\"critical\"']")
+            && text.contains("target_matchers: ['severity=\"warning\"']"),
+        "criticals inhibit warnings"
+    );
 }
 
 #[test]

@@ -46,6 +46,9 @@ pub(crate) fn run() -> Result {
     // The exposition tests run the real Prometheus parser.
     let promtool = tools::ensure_promtool()?;
     let promtool = promtool.to_string_lossy().into_owned();
+    // The Alertmanager example is checked with the real amtool.
+    let amtool = tools::ensure_amtool()?;
+    let amtool = amtool.to_string_lossy().into_owned();
 
     // The pipeline's tests run the real model (reference vectors, all slots).
     println!("\n==> xtask ci: fetch-models");
@@ -54,7 +57,10 @@ pub(crate) fn run() -> Result {
     step(
         "test",
         &["test", "--workspace"],
-        &[("EMBEDDINGS_PROMTOOL", &promtool)],
+        &[
+            ("EMBEDDINGS_PROMTOOL", &promtool),
+            ("EMBEDDINGS_AMTOOL", &amtool),
+        ],
     )?;
 
     // The real client libraries (openai, huggingface_hub, LlamaIndex) against

