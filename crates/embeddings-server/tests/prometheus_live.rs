@@ -1,0 +1,220 @@
+//! The rules proven against a real Prometheus: the server and Prometheus
+//! 2.42 (unpacked by `cargo xtask install-tools`) on loopback, a 1 s scrape
+//! and evaluation interval, `ops/prometheus/rules.yml` loaded. Through
+//! Prometheus' HTTP API: the target is up, every rule evaluates with health
+//! `ok`, the recording rules return data, and an alert over our own figures
+//! fires in Prometheus while `GET /alerts` shows the in-process rule it
+//! watches firing too. Every wait is bounded; both processes are stopped by
+//! PID.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a failure is a failed test"
+)]
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// Stops Prometheus by PID however the test ends.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn api(&self, path: &str) -> serde_json::Value {
+        let r = common::request(self.addr, "GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let json = r.json();
+        assert_eq!(json["status"], "success", "{json}");
+        json["data"].clone()
+    }
+
+    fn query(&self, promql: &str) -> serde_json::Value {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"_-.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        self.api(&format!("/api/v1/query?query={encoded}"))["result"].clone()
+    }
+}
+
+/// A port that was free a moment ago (Prometheus takes no port 0).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, for at most `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+const IN_PROCESS_RULES: &str = r#"
+[[rules]]
+name = "memory_above_one_byte"
+metric = "process_memory"
+threshold = 1.0
+for_seconds = 0.0
+hysteresis = 0.0
+severity = "critical"
+"#;
+
+#[test]
+fn prometheus_scrapes_evaluates_every_rule_and_fires_on_our_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules_toml = dir.path().join("in-process.toml");
+    std::fs::write(&rules_toml, IN_PROCESS_RULES).unwrap();
+    let server = Server::start_ready(&[
+        "--alert-rules",
+        rules_toml.to_str().unwrap(),
+        "--alert-interval-secs",
+        "1",
+    ]);
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/prometheus/rules.yml");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: embeddings\n    static_configs:\n      - targets: [\"{}\"]\n",
+            ops.canonicalize().unwrap().display(),
+            server.addr
+        ),
+    )
+    .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let binary = embeddings_tests::tool("prometheus", "EMBEDDINGS_PROMETHEUS", "prometheus");
+    let prometheus = Prometheus {
+        child: Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        addr,
+    };
+    wait_for("Prometheus ready", Duration::from_secs(60), || {
+        common::try_request(addr, "GET", "/-/ready", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+
+    // Traffic, so the rates and the latency buckets have data.
+    for i in 0..5 {
+        let body = format!(r#"{{"inputs": ["sentence number {i}"]}}"#);
+        assert_eq!(server.post_json("/embed_multi", &body).status, 200);
+    }
+
+    wait_for("the target is up", Duration::from_secs(60), || {
+        let targets = prometheus.api("/api/v1/targets");
+        targets["activeTargets"]
+            .as_array()?
+            .iter()
+            .any(|t| t["health"] == "up")
+            .then_some(())
+    });
+    // Every rule evaluated at least once, with health ok.
+    let groups = wait_for("every rule evaluated", Duration::from_secs(60), || {
+        let groups = prometheus.api("/api/v1/rules")["groups"].clone();
+        let rules: Vec<serde_json::Value> = groups
+            .as_array()?
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let evaluated = !rules.is_empty()
+            && rules.iter().all(|r| {
+                !r["lastEvaluation"]
+                    .as_str()
+                    .unwrap_or("0001")
+                    .starts_with("0001")
+            });
+        evaluated.then_some(rules)
+    });
+    for rule in &groups {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+    // The recording rules return data over our series (after two scrapes,
+    // so that rates exist).
+    for record in [
+        "job_endpoint_code:embeddings_http_requests:rate5m",
+        "job_model:embeddings_model_latency_seconds:p50_5m",
+        "instance:embeddings_token_budget_used:ratio",
+    ] {
+        wait_for(record, Duration::from_secs(60), || {
+            let result = prometheus.query(record);
+            (!result.as_array()?.is_empty()).then_some(())
+        });
+    }
+    // The in-process rule fires in the server; Prometheus sees its state
+    // and fires EmbeddingsInProcessAlertFiring after its `for: 1m`.
+    let alerts = server.get("/alerts").json();
+    wait_for("in-process firing", Duration::from_secs(60), || {
+        let firing = server.get("/alerts").json()["alerts"]
+            .as_array()?
+            .iter()
+            .any(|a| a["name"] == "memory_above_one_byte" && a["state"] == "firing");
+        firing.then_some(())
+    });
+    let fired = wait_for(
+        "the alert fires in Prometheus",
+        Duration::from_secs(150),
+        || {
+            let alerts = prometheus.api("/api/v1/alerts")["alerts"].clone();
+            alerts
+                .as_array()?
+                .iter()
+                .find(|a| {
+                    a["labels"]["alertname"] == "EmbeddingsInProcessAlertFiring"
+                        && a["state"] == "firing"
+                })
+                .cloned()
+        },
+    );
+    assert_eq!(
+        fired["labels"]["alert"], "memory_above_one_byte",
+        "{alerts}"
+    );
+    assert_eq!(fired["labels"]["severity"], "warning");
+    assert!(
+        fired["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("#embeddingsinprocessalertfiring")
+    );
+    drop(prometheus);
+}
