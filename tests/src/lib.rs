@@ -398,3 +398,58 @@ pub fn promtool_check_text(name: &str, text: &str) {
     promtool_check(&path);
     let _ = std::fs::remove_file(path);
 }
+
+/// One query of the Grafana dashboard (`ops/grafana/embeddings.json`).
+#[derive(Debug, Clone)]
+pub struct DashboardQuery {
+    /// The panel's title.
+    pub panel: String,
+    /// The panel's description.
+    pub description: String,
+    /// The query as written, with Grafana's variables.
+    pub expr: String,
+}
+
+impl DashboardQuery {
+    /// The query as Prometheus runs it with every variable at "All" and
+    /// `$__rate_interval` at `window`.
+    #[must_use]
+    pub fn resolved(&self, window: &str) -> String {
+        self.expr
+            .replace("$__rate_interval", window)
+            .replace("\"$job\"", "\".*\"")
+            .replace("\"$instance\"", "\".*\"")
+            .replace("\"$model\"", "\".*\"")
+    }
+}
+
+/// The dashboard, parsed.
+#[must_use]
+pub fn dashboard() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/grafana/embeddings.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every query of every panel of the dashboard.
+#[must_use]
+pub fn dashboard_queries() -> Vec<DashboardQuery> {
+    dashboard()["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |t| DashboardQuery {
+                    panel: p["title"].as_str().unwrap_or_default().to_owned(),
+                    description: p["description"].as_str().unwrap_or_default().to_owned(),
+                    expr: t["expr"].as_str().unwrap_or_default().to_owned(),
+                })
+        })
+        .collect()
+}

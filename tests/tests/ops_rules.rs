@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use embeddings_tests::{amtool, promtool};
+use embeddings_tests::{amtool, dashboard, dashboard_queries, promtool};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -176,4 +176,95 @@ fn every_metric_the_rules_use_is_one_the_server_exports() {
             "{name} is used by a rule but not exported (not in docs/metrics.md)"
         );
     }
+}
+
+#[test]
+fn the_dashboard_passes_the_grafana_linter_checks() {
+    let d = dashboard();
+    let vars: Vec<&serde_json::Value> =
+        d["templating"]["list"].as_array().unwrap().iter().collect();
+    let var = |name: &str| vars.iter().find(|v| v["name"] == name).copied();
+    let ds = var("datasource").expect("a datasource variable");
+    assert_eq!(ds["type"], "datasource");
+    assert_eq!(ds["query"], "prometheus");
+    for name in ["job", "instance", "model"] {
+        assert!(var(name).is_some(), "${name} variable");
+    }
+    let panels: Vec<&serde_json::Value> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .collect();
+    assert!(panels.len() >= 15);
+    for p in &panels {
+        let title = &p["title"];
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        assert!(
+            p["description"].as_str().is_some_and(|s| !s.is_empty()),
+            "{title}: description"
+        );
+        assert!(
+            p["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "{title}: unit"
+        );
+    }
+    for q in dashboard_queries() {
+        let e = &q.expr;
+        // Every range is $__rate_interval, every selector has the job matcher.
+        for (i, _) in e.match_indices('[') {
+            assert!(e[i..].starts_with("[$__rate_interval]"), "{}: {e}", q.panel);
+        }
+        for (i, _) in e.match_indices('{') {
+            let selector = &e[i..e[i..].find('}').map_or(e.len(), |j| i + j)];
+            assert!(selector.contains("job=~\"$job\""), "{}: {e}", q.panel);
+        }
+    }
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql_over_exported_metrics() {
+    let catalogue = read("docs/metrics.md");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in dashboard_queries().iter().enumerate() {
+        for word in q
+            .expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        {
+            if word.starts_with("embeddings_") || word.starts_with("process_") {
+                let family = word
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_sum");
+                assert!(
+                    catalogue.contains(&format!("`{family}`"))
+                        || catalogue.contains(&format!("`{family}{{")),
+                    "{}: {family} is not exported",
+                    q.panel
+                );
+            }
+        }
+        let expr = serde_json::to_string(&q.resolved("5m")).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}:check\n        expr: {expr}\n"
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("embeddings-dashboard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("dashboard_rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let out = Command::new(promtool())
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "promtool rejects a dashboard query:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -2,7 +2,8 @@
 //! 2.42 (unpacked by `cargo xtask install-tools`) on loopback, a 1 s scrape
 //! and evaluation interval, `ops/prometheus/rules.yml` loaded. Through
 //! Prometheus' HTTP API: the target is up, every rule evaluates with health
-//! `ok`, the recording rules return data, and an alert over our own figures
+//! `ok`, the recording rules and every dashboard query return data, and an
+//! alert over our own figures
 //! fires in Prometheus while `GET /alerts` shows the in-process rule it
 //! watches firing too. Every wait is bounded; both processes are stopped by
 //! PID.
@@ -95,11 +96,23 @@ fn prometheus_scrapes_evaluates_every_rule_and_fires_on_our_figures() {
     let dir = tempfile::tempdir().unwrap();
     let rules_toml = dir.path().join("in-process.toml");
     std::fs::write(&rules_toml, IN_PROCESS_RULES).unwrap();
+    // A fake cgroup with a quota and counters, so the throttling panel has
+    // its series wherever the test runs.
+    let cgroup = dir.path().join("cgroup");
+    std::fs::create_dir_all(&cgroup).unwrap();
+    std::fs::write(cgroup.join("cpu.max"), "200000 100000\n").unwrap();
+    std::fs::write(
+        cgroup.join("cpu.stat"),
+        "nr_periods 10\nnr_throttled 1\nthrottled_usec 5000\n",
+    )
+    .unwrap();
     let server = Server::start_ready(&[
         "--alert-rules",
         rules_toml.to_str().unwrap(),
         "--alert-interval-secs",
         "1",
+        "--cgroup-root",
+        cgroup.to_str().unwrap(),
     ]);
     let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/prometheus/rules.yml");
     let config = dir.path().join("prometheus.yml");
@@ -179,6 +192,19 @@ fn prometheus_scrapes_evaluates_every_rule_and_fires_on_our_figures() {
             let result = prometheus.query(record);
             (!result.as_array()?.is_empty()).then_some(())
         });
+    }
+    // Every dashboard query returns data ($__rate_interval at 1 m for a 1 s
+    // scrape), but for the GPU panel, whose gauges exist on CUDA builds only.
+    for q in embeddings_tests::dashboard_queries() {
+        if q.description.contains("CUDA builds only") {
+            continue;
+        }
+        let promql = q.resolved("1m");
+        wait_for(
+            &format!("dashboard: {}: {promql}", q.panel),
+            Duration::from_secs(60),
+            || (!prometheus.query(&promql).as_array()?.is_empty()).then_some(()),
+        );
     }
     // The in-process rule fires in the server; Prometheus sees its state
     // and fires EmbeddingsInProcessAlertFiring after its `for: 1m`.
