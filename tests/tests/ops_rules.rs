@@ -268,3 +268,73 @@ fn every_dashboard_query_is_valid_promql_over_exported_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The block of `rules.yml` that defines `alert`.
+fn alert_block(rules: &str, alert: &str) -> Option<String> {
+    let start = rules.find(&format!("- alert: {alert}\n"))?;
+    let rest = &rules[start + 1..];
+    let end = rest.find("- alert: ").unwrap_or(rest.len());
+    Some(rest[..end].to_owned())
+}
+
+/// `latency_p95_high` → `EmbeddingsLatencyP95High`.
+fn prometheus_name(rule: &str) -> String {
+    let camel: String = rule
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    format!("Embeddings{camel}")
+}
+
+#[test]
+fn the_prometheus_alerts_agree_with_the_in_process_rules() {
+    use embeddings_health::{AlertConfig, AlertMetric, Direction};
+    let rules = read("ops/prometheus/rules.yml");
+    for rule in AlertConfig::recommended_rules() {
+        // Drift is a figure of the drift monitor (not exported yet): the
+        // in-process engine is told it; Prometheus cannot see it.
+        if rule.metric() == AlertMetric::EmbeddingDrift {
+            continue;
+        }
+        let name = prometheus_name(rule.name());
+        let block = alert_block(&rules, &name)
+            .unwrap_or_else(|| panic!("{} has no Prometheus alert {name}", rule.name()));
+        // Thresholds in Prometheus' units: seconds where the engine has µs.
+        let threshold = match rule.metric() {
+            AlertMetric::LatencyP95 => rule.threshold() / 1e6,
+            _ => rule.threshold(),
+        };
+        let op = match rule.metric().direction() {
+            Direction::Above => ">",
+            Direction::Below => "<",
+        };
+        assert!(
+            block.contains(&format!("{op} {threshold}\n")),
+            "{name}: threshold {op} {threshold} expected in\n{block}"
+        );
+        let for_secs = block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("for: "))
+            .map_or(0, |d| {
+                let (n, unit) = d.split_at(d.len() - 1);
+                let n: u64 = n.parse().unwrap();
+                match unit {
+                    "s" => n,
+                    "m" => n * 60,
+                    "h" => n * 3600,
+                    other => panic!("{name}: unit {other}"),
+                }
+            });
+        assert_eq!(for_secs, rule.for_duration().as_secs(), "{name}: for");
+        assert!(
+            block.contains(&format!("severity: {}\n", rule.severity())),
+            "{name}: severity {}",
+            rule.severity()
+        );
+    }
+}
