@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use embeddings_health::{
-    AlertConfig, AlertEngine, AlertEvent, AlertHandler, AlertState, HandlerError,
+    AlertConfig, AlertEngine, AlertEvent, AlertHandler, AlertMetric, AlertState, HandlerError,
+    MetricValues,
 };
 use embeddings_metrics::{Encoder, Family, Labels};
 use serde::Serialize;
@@ -99,12 +100,19 @@ impl Alerts {
         self.engine.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Evaluates every rule against `state`'s metrics now.
+    /// Evaluates every rule against `state`'s metrics now, and the number
+    /// of slots that failed to load (unknown while loading).
     pub fn evaluate(&self, state: &AppState) {
         let snapshot = state.metrics.snapshot();
+        let mut values = MetricValues::from_snapshot(&snapshot, None);
+        let slots = state.slot_states();
+        if slots.iter().all(|(_, s)| *s != "loading") {
+            let failed = slots.iter().filter(|(_, s)| *s == "failed").count();
+            values.set(AlertMetric::SlotsFailed, failed as f64);
+        }
         let now = Utc::now();
         let mut guard = self.lock();
-        guard.0.evaluate(&snapshot, None, now);
+        guard.0.evaluate_values(&values, now);
         guard.1 = Some(now);
     }
 

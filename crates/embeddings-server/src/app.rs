@@ -181,6 +181,30 @@ impl AppState {
         LoaderGuard(Arc::clone(self))
     }
 
+    /// Each slot's state: `loading` until the pipeline is built, then
+    /// `loaded`, `disabled` or `failed` (all `failed` when loading failed).
+    #[must_use]
+    pub fn slot_states(&self) -> Vec<(ModelId, &'static str)> {
+        use embeddings_pipeline::SlotState;
+        match self.pipeline.get() {
+            None => ModelId::ALL.iter().map(|&m| (m, "loading")).collect(),
+            Some(Loaded::Failed(_)) => ModelId::ALL.iter().map(|&m| (m, "failed")).collect(),
+            Some(Loaded::Ready(p)) => p
+                .describe()
+                .slots
+                .iter()
+                .map(|s| {
+                    let state = match s.state {
+                        SlotState::Loaded => "loaded",
+                        SlotState::Disabled => "disabled",
+                        _ => "failed",
+                    };
+                    (s.slot, state)
+                })
+                .collect(),
+        }
+    }
+
     /// The load failure, when loading failed.
     #[must_use]
     pub fn load_error(&self) -> Option<&LoadError> {

@@ -48,6 +48,7 @@ pub mod redact;
 pub mod request_id;
 pub mod routes;
 mod serve;
+mod state_families;
 pub mod tei;
 
 pub use serve::{ServeError, run};

@@ -43,6 +43,7 @@ pub fn render_metrics(state: &AppState, format: Format) -> String {
         crate::process_families::encode(&mut encoder, prefix, &stats)?;
         crate::capacity_families::encode(&mut encoder, prefix, state)?;
         state.alerts.encode(&mut encoder, prefix)?;
+        crate::state_families::encode(&mut encoder, prefix, state)?;
         encoder.finish()
     })();
     if result.is_err() {

@@ -3,10 +3,9 @@
 //! and evaluation interval, `ops/prometheus/rules.yml` loaded. Through
 //! Prometheus' HTTP API: the target is up, every rule evaluates with health
 //! `ok`, the recording rules and every dashboard query return data, and an
-//! alert over our own figures
-//! fires in Prometheus while `GET /alerts` shows the in-process rule it
-//! watches firing too. Every wait is bounded; both processes are stopped by
-//! PID.
+//! injected fault (a slot bound to a missing model) fires its alert in
+//! Prometheus and in `GET /alerts`. Every wait is bounded; both processes
+//! are stopped by PID.
 
 #![allow(
     clippy::unwrap_used,
@@ -81,21 +80,16 @@ fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>
     }
 }
 
-const IN_PROCESS_RULES: &str = r#"
-[[rules]]
-name = "memory_above_one_byte"
-metric = "process_memory"
-threshold = 1.0
-for_seconds = 0.0
-hysteresis = 0.0
-severity = "critical"
-"#;
-
 #[test]
 fn prometheus_scrapes_evaluates_every_rule_and_fires_on_our_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let rules_toml = dir.path().join("in-process.toml");
-    std::fs::write(&rules_toml, IN_PROCESS_RULES).unwrap();
+    // The injected fault: the `code` slot bound to a model that is not there.
+    let pipeline = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &pipeline,
+        "[models.code]\npath = \"no-such-model\"\n[slots.code]\nmodel = \"code\"\n",
+    )
+    .unwrap();
     // A fake cgroup with a quota and counters, so the throttling panel has
     // its series wherever the test runs.
     let cgroup = dir.path().join("cgroup");
@@ -107,8 +101,8 @@ fn prometheus_scrapes_evaluates_every_rule_and_fires_on_our_figures() {
     )
     .unwrap();
     let server = Server::start_ready(&[
-        "--alert-rules",
-        rules_toml.to_str().unwrap(),
+        "--config",
+        pipeline.to_str().unwrap(),
         "--alert-interval-secs",
         "1",
         "--cgroup-root",
@@ -206,41 +200,48 @@ fn prometheus_scrapes_evaluates_every_rule_and_fires_on_our_figures() {
             || (!prometheus.query(&promql).as_array()?.is_empty()).then_some(()),
         );
     }
-    // The in-process rule fires in the server; Prometheus sees its state
-    // and fires EmbeddingsInProcessAlertFiring after its `for: 1m`.
-    let alerts = server.get("/alerts").json();
-    wait_for("in-process firing", Duration::from_secs(60), || {
-        let firing = server.get("/alerts").json()["alerts"]
-            .as_array()?
-            .iter()
-            .any(|a| a["name"] == "memory_above_one_byte" && a["state"] == "firing");
-        firing.then_some(())
-    });
-    let fired = wait_for(
-        "the alert fires in Prometheus",
-        Duration::from_secs(150),
+    // The fault fires the recommended in-process rule `slots_failed` and
+    // its Prometheus twin at once, and the bridge alert after its `for`.
+    wait_for(
+        "in-process slots_failed firing",
+        Duration::from_secs(60),
         || {
-            let alerts = prometheus.api("/api/v1/alerts")["alerts"].clone();
+            let alerts = server.get("/alerts").json();
+            alerts["alerts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["name"] == "slots_failed" && a["state"] == "firing")
+                .map(|a| assert_eq!(a["value"], 1.0, "{a}"))
+        },
+    );
+    let prom = &prometheus;
+    let firing = |alertname: &'static str| {
+        move || {
+            let alerts = prom.api("/api/v1/alerts")["alerts"].clone();
             alerts
                 .as_array()?
                 .iter()
-                .find(|a| {
-                    a["labels"]["alertname"] == "EmbeddingsInProcessAlertFiring"
-                        && a["state"] == "firing"
-                })
+                .find(|a| a["labels"]["alertname"] == alertname && a["state"] == "firing")
                 .cloned()
-        },
+        }
+    };
+    let slots = wait_for(
+        "EmbeddingsSlotsFailed fires",
+        Duration::from_secs(60),
+        firing("EmbeddingsSlotsFailed"),
     );
-    assert_eq!(
-        fired["labels"]["alert"], "memory_above_one_byte",
-        "{alerts}"
-    );
-    assert_eq!(fired["labels"]["severity"], "warning");
+    assert_eq!(slots["labels"]["severity"], "warning");
     assert!(
-        fired["annotations"]["runbook_url"]
+        slots["annotations"]["runbook_url"]
             .as_str()
             .unwrap()
-            .ends_with("#embeddingsinprocessalertfiring")
+            .ends_with("#embeddingsslotsfailed")
     );
+    let bridged = wait_for(
+        "EmbeddingsInProcessAlertFiring fires",
+        Duration::from_secs(150),
+        firing("EmbeddingsInProcessAlertFiring"),
+    );
+    assert_eq!(bridged["labels"]["alert"], "slots_failed");
     drop(prometheus);
 }

@@ -76,11 +76,15 @@ pub enum AlertMetric {
     /// Embedding-quality drift score (from a later drift monitor), passed
     /// to the evaluation. A maximum. Missing when `None`.
     EmbeddingDrift,
+    /// Enabled slots that failed to load. A maximum. Not in a
+    /// [`MetricsSnapshot`]: whoever knows the registry sets it (the server
+    /// does, from the pipeline's); missing otherwise.
+    SlotsFailed,
 }
 
 impl AlertMetric {
     /// Every metric.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::LatencyP95,
         Self::Throughput,
         Self::ErrorRate,
@@ -88,6 +92,7 @@ impl AlertMetric {
         Self::ProcessMemory,
         Self::GpuMemory,
         Self::EmbeddingDrift,
+        Self::SlotsFailed,
     ];
 
     /// `snake_case` name.
@@ -101,6 +106,7 @@ impl AlertMetric {
             Self::ProcessMemory => "process_memory",
             Self::GpuMemory => "gpu_memory",
             Self::EmbeddingDrift => "embedding_drift",
+            Self::SlotsFailed => "slots_failed",
         }
     }
 
@@ -114,6 +120,7 @@ impl AlertMetric {
             Self::CacheHitRate | Self::GpuMemory => "ratio",
             Self::ProcessMemory => "bytes",
             Self::EmbeddingDrift => "score",
+            Self::SlotsFailed => "slots",
         }
     }
 
@@ -603,6 +610,7 @@ impl AlertConfig {
     /// | `gpu_memory_high` | gpu_memory | > 0.85 | 60 s | 0.05 | warning |
     /// | `gpu_memory_critical` | gpu_memory | > 0.90 | 0 s | 0.05 | critical |
     /// | `embedding_drift_high` | embedding_drift | > 0.2 | 600 s | 0.05 | warning |
+    /// | `slots_failed` | slots_failed | > 0 | 0 s | 0 | warning |
     #[must_use]
     pub fn recommended_rules() -> Vec<AlertRule> {
         use AlertMetric as M;
@@ -671,6 +679,7 @@ impl AlertConfig {
                 0.05,
                 S::Warning,
             ),
+            rule("slots_failed", M::SlotsFailed, 0.0, 0, 0.0, S::Warning),
         ]
     }
 }
