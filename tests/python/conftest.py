@@ -81,10 +81,14 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    binary = _path_from_env(
-        "EMBEDDINGS_SERVER_BIN", ROOT / "target" / "debug" / "embeddings-server"
-    )
+def server_bin() -> Path:
+    """The server binary under test."""
+    return _path_from_env("EMBEDDINGS_SERVER_BIN", ROOT / "target" / "debug" / "embeddings-server")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, server_bin: Path) -> Iterator[Server]:
+    binary = server_bin
     models = _path_from_env("EMBEDDINGS_MODELS_DIR", ROOT / "models")
     if not binary.is_file():
         pytest.exit(
