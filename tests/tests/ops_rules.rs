@@ -338,3 +338,99 @@ fn the_prometheus_alerts_agree_with_the_in_process_rules() {
         );
     }
 }
+
+/// The families a text uses (`embeddings_*`, `process_*`), histogram and
+/// counter suffixes folded onto their family as the catalogue names it.
+fn families_in(text: &str, catalogue: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| (w.starts_with("embeddings_") || w.starts_with("process_")) && !w.contains(':'))
+        .map(|w| {
+            let base = w
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_count")
+                .trim_end_matches("_sum");
+            // Counters are catalogued with their `_total` sample name.
+            if catalogue.contains(&format!("`{base}_total`"))
+                || catalogue.contains(&format!("`{base}_total{{"))
+            {
+                format!("{base}_total")
+            } else {
+                base.to_owned()
+            }
+        })
+        .collect()
+}
+
+/// `ops/metric-usage.md`, as the rules and the dashboard make it.
+fn metric_usage() -> String {
+    let catalogue = read("docs/metrics.md");
+    let rules = read("ops/prometheus/rules.yml");
+    let mut used: std::collections::BTreeMap<String, (Vec<String>, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for block in rules.split("\n      - ").skip(1) {
+        let name = block
+            .strip_prefix("record: ")
+            .or_else(|| block.strip_prefix("alert: "))
+            .and_then(|b| b.lines().next())
+            .unwrap_or_default()
+            .to_owned();
+        for family in families_in(block, &catalogue) {
+            used.entry(family).or_default().0.push(format!("`{name}`"));
+        }
+    }
+    for q in dashboard_queries() {
+        for family in families_in(&q.expr, &catalogue) {
+            let panels = &mut used.entry(family).or_default().1;
+            let panel = format!("{:?}", q.panel);
+            if !panels.contains(&panel) {
+                panels.push(panel);
+            }
+        }
+    }
+    let mut out = String::from(
+        "# Which rules and panels use each metric family\n\n\
+         Generated from `ops/prometheus/rules.yml` and `ops/grafana/embeddings.json`\n\
+         by `tests/tests/ops_rules.rs` (run it with `UPDATE_OPS_DOCS=1` to rewrite\n\
+         this page); the families themselves are described in `docs/metrics.md`.\n\n\
+         | family | rules | dashboard panels |\n|---|---|---|\n",
+    );
+    for (family, (rules, panels)) in &used {
+        let cell = |v: &Vec<String>| {
+            if v.is_empty() {
+                "—".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
+        out.push_str(&format!(
+            "| `{family}` | {} | {} |\n",
+            cell(rules),
+            cell(panels)
+        ));
+    }
+    out
+}
+
+#[test]
+fn the_metric_usage_page_is_up_to_date() {
+    let expected = metric_usage();
+    let path = root().join("ops/metric-usage.md");
+    if std::env::var_os("UPDATE_OPS_DOCS").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "ops/metric-usage.md is stale: run `UPDATE_OPS_DOCS=1 cargo test -p embeddings-tests --test ops_rules`"
+    );
+    // Every family named there is catalogued.
+    let catalogue = read("docs/metrics.md");
+    for line in expected.lines().filter(|l| l.starts_with("| `")) {
+        let family = line.split('`').nth(1).unwrap();
+        assert!(
+            catalogue.contains(&format!("`{family}`"))
+                || catalogue.contains(&format!("`{family}{{")),
+            "{family}"
+        );
+    }
+}
