@@ -147,20 +147,13 @@ impl Endpoint {
         })
     }
 
-    /// The HTTP method it answers.
+    /// The HTTP method it answers: the computing routes take a body (POST),
+    /// the others are reads (GET).
     #[must_use]
     pub const fn method(self) -> &'static str {
-        match self {
-            Self::EmbedMulti
-            | Self::Embed
-            | Self::Root
-            | Self::EmbedSparse
-            | Self::EmbedAll
-            | Self::Tokenize
-            | Self::Decode
-            | Self::OpenAiEmbeddings
-            | Self::Embeddings => "POST",
-            _ => "GET",
+        match self.group() {
+            Group::Compute => "POST",
+            Group::Catalog | Group::Observability | Group::Probe => "GET",
         }
     }
 
