@@ -167,7 +167,8 @@ pub fn check_openmetrics(text: &str) {
             continue;
         }
         assert!(!line.starts_with('#'), "bad comment {line:?}");
-        let (name, labels, value) = parse_sample(line);
+        let (name, labels, rest) = parse_sample(line);
+        let (value, exemplar) = split_exemplar(&rest, line);
         let family_name = order
             .last()
             .unwrap_or_else(|| panic!("sample before metadata: {line:?}"));
@@ -188,6 +189,10 @@ pub fn check_openmetrics(text: &str) {
             allowed.contains(&suffix),
             "sample {name} not allowed in {} {family_name}",
             family.kind
+        );
+        assert!(
+            exemplar.is_none() || matches!(suffix, "_bucket" | "_total"),
+            "exemplars belong on buckets and counters only: {line:?}"
         );
         family.samples += 1;
         let number: f64 = value
@@ -229,6 +234,12 @@ pub fn check_openmetrics(text: &str) {
                     .copied()
                     .unwrap_or((f64::NEG_INFINITY, 0.0));
                 assert!(bound > last_le, "le not increasing in {line:?}");
+                if let Some((_, value, _)) = &exemplar {
+                    assert!(
+                        *value <= bound && (*value > last_le || last_le.is_infinite()),
+                        "exemplar value outside its bucket: {line:?}"
+                    );
+                }
                 assert!(number >= last_count, "buckets not cumulative in {line:?}");
                 buckets.insert(key.clone(), (bound, number));
                 if bound.is_infinite() {
@@ -346,11 +357,58 @@ fn parse_sample(line: &str) -> (String, Vec<(String, String)>, String) {
     let value = rest
         .strip_prefix(' ')
         .unwrap_or_else(|| panic!("missing value in {line:?}"));
+    (name.to_owned(), labels, value.to_owned())
+}
+
+/// An exemplar's labels, value and timestamp.
+type ParsedExemplar = (Vec<(String, String)>, f64, Option<f64>);
+
+/// Splits `value[ # {labels} value[ timestamp]]` into the value and the
+/// parsed exemplar: its labels, value and timestamp. Checks the exemplar's
+/// syntax and the 128-character bound on its label set.
+fn split_exemplar(rest: &str, line: &str) -> (String, Option<ParsedExemplar>) {
+    let Some((value, exemplar)) = rest.split_once(" # ") else {
+        assert!(!rest.contains(' '), "timestamps are not expected: {line:?}");
+        return (rest.to_owned(), None);
+    };
     assert!(
         !value.contains(' '),
-        "timestamps/exemplars are not expected: {line:?}"
+        "timestamps are not expected: {line:?}"
     );
-    (name.to_owned(), labels, value.to_owned())
+    assert!(
+        exemplar.starts_with('{'),
+        "exemplar without labels: {line:?}"
+    );
+    let (_, labels, tail) = parse_sample(&format!("exemplar{exemplar}"));
+    let chars: usize = labels
+        .iter()
+        .map(|(k, v)| k.chars().count() + v.chars().count())
+        .sum();
+    assert!(
+        chars <= 128,
+        "exemplar label set over 128 characters: {line:?}"
+    );
+    let mut fields = tail.split(' ');
+    let number = |f: Option<&str>| -> Option<f64> {
+        f.map(|f| {
+            let n: f64 = f
+                .parse()
+                .unwrap_or_else(|_| panic!("bad exemplar number {f:?} in {line:?}"));
+            assert!(n.is_finite(), "{line:?}");
+            n
+        })
+    };
+    let value_of_exemplar = number(fields.next()).unwrap_or_else(|| panic!("{line:?}"));
+    let timestamp = number(fields.next());
+    assert_eq!(
+        fields.next(),
+        None,
+        "trailing text after the exemplar: {line:?}"
+    );
+    (
+        value.to_owned(),
+        Some((labels, value_of_exemplar, timestamp)),
+    )
 }
 
 /// The mechanical OpenMetrics → Prometheus 0.0.4 translation: counter
@@ -385,7 +443,9 @@ pub fn openmetrics_to_prometheus(om: &str) -> String {
             out.push_str(&format!("# HELP {name} {help}\n"));
             continue;
         }
-        out.push_str(line);
+        // Prometheus' text has no exemplars; a label value never holds
+        // ` # {` in what we render, so the first one starts the exemplar.
+        out.push_str(line.split_once(" # {").map_or(line, |(sample, _)| sample));
         out.push('\n');
     }
     out

@@ -70,7 +70,14 @@ fn workload() -> Arc<PipelineMetrics> {
                     } else if i % 501 == 0 {
                         m.record_error();
                     } else {
-                        m.record_embedding(1_000 + (i * 71) % 40_000);
+                        let latency = 1_000 + (i * 71) % 40_000;
+                        if i % 5 == 0 {
+                            // Ids with characters that need escaping, up to the longest kept.
+                            let id = format!("r\\{t}\"{i}-{}", "x".repeat((i % 120) as usize));
+                            m.record_embedding_for(Duration::from_micros(latency), &id);
+                        } else {
+                            m.record_embedding(latency);
+                        }
                     }
                     if i % 32 == 31 {
                         m.record_batch(32, 20_000 + i);
@@ -103,6 +110,10 @@ fn openmetrics_rendering_is_strictly_valid_and_matches_prometheus() {
     let metrics = workload();
     let om = metrics.render_openmetrics();
     let prom = metrics.render_prometheus();
+    assert!(
+        om.contains(" # {request_id=\"r\\\\"),
+        "the workload keeps exemplars"
+    );
     check_openmetrics(&om);
     let translated = openmetrics_to_prometheus(&om);
     assert_eq!(

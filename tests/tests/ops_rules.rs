@@ -224,6 +224,33 @@ fn the_dashboard_passes_the_grafana_linter_checks() {
     }
 }
 
+/// The histograms whose buckets carry exemplars (request ids); see
+/// `docs/metrics.md`, "Exemplars".
+const EXEMPLAR_BUCKETS: [&str; 2] = [
+    "embeddings_latency_seconds_bucket",
+    "embeddings_http_request_duration_seconds_bucket",
+];
+
+#[test]
+fn latency_panels_ask_for_exemplars_exactly_where_the_server_has_them() {
+    let d = dashboard();
+    let mut asked = 0;
+    for panel in d["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            let carries = EXEMPLAR_BUCKETS.iter().any(|b| expr.contains(b));
+            assert_eq!(
+                target["exemplar"].as_bool().unwrap_or(false),
+                carries,
+                "{}: {expr}",
+                panel["title"]
+            );
+            asked += usize::from(carries);
+        }
+    }
+    assert!(asked >= 2, "both exemplar histograms are on the dashboard");
+}
+
 #[test]
 fn every_dashboard_query_is_valid_promql_over_exported_metrics() {
     let catalogue = read("docs/metrics.md");

@@ -57,6 +57,7 @@ use std::fmt::{self, Write};
 
 use crate::MetricsError;
 use crate::config::{check_bounds, is_name};
+use crate::exemplar::Exemplars;
 use crate::expose::Format;
 use crate::histogram::{self, Histogram, HistogramCounts, MAX_PRECISION_BITS, MIN_PRECISION_BITS};
 
@@ -622,6 +623,7 @@ impl<'a> Encoder<'a> {
             out: &mut *self.out,
             buf: &mut self.buf,
             family,
+            format: self.format,
         })
     }
 
@@ -647,6 +649,7 @@ pub struct FamilyWriter<'e> {
     out: &'e mut dyn Write,
     buf: &'e mut Buffers,
     family: &'e Family,
+    format: Format,
 }
 
 impl fmt::Debug for FamilyWriter<'_> {
@@ -728,7 +731,41 @@ impl FamilyWriter<'_> {
             &buf.ends
         };
         let sum = histogram.cumulative_into(ends, &mut buf.cumulative);
-        self.series(labels, bounds, sum)
+        self.series(labels, bounds, sum, None)
+    }
+
+    /// As [`histogram`](Self::histogram), with each bucket's exemplar (see
+    /// [`Exemplars`]) after its count in OpenMetrics; the Prometheus text has
+    /// no exemplars and is the same as [`histogram`](Self::histogram)'s.
+    ///
+    /// # Errors
+    /// [`fmt::Error`] if the family is not a histogram family or `exemplars`
+    /// were made for other bounds than the family's; those of the output.
+    pub fn histogram_with_exemplars(
+        &mut self,
+        labels: &Labels,
+        histogram: &Histogram,
+        exemplars: &Exemplars,
+    ) -> fmt::Result {
+        let Some(bounds) = histogram_bounds(self.family) else {
+            return Err(fmt::Error);
+        };
+        if exemplars.bounds() != bounds.bounds() {
+            return Err(fmt::Error);
+        }
+        let buf = &mut *self.buf;
+        let ends = if histogram.precision_bits() == bounds.bits {
+            &bounds.ends
+        } else {
+            fill_ends(&mut buf.ends, bounds, histogram.precision_bits());
+            &buf.ends
+        };
+        let sum = histogram.cumulative_into(ends, &mut buf.cumulative);
+        let exemplars = match self.format {
+            Format::OpenMetrics => Some(exemplars),
+            Format::Prometheus => None,
+        };
+        self.series(labels, bounds, sum, exemplars)
     }
 
     /// Writes one histogram series from a [`HistogramCounts`] read-out (for
@@ -749,12 +786,18 @@ impl FamilyWriter<'_> {
             &buf.counts_ends
         };
         counts.cumulative_into(ends, &mut buf.cumulative);
-        self.series(labels, bounds, counts.sum())
+        self.series(labels, bounds, counts.sum(), None)
     }
 
     /// Writes the series whose cumulative counts (then the total) are in
-    /// `buf.cumulative`.
-    fn series(&mut self, labels: &Labels, bounds: &ExportBounds, sum: u64) -> fmt::Result {
+    /// `buf.cumulative`, each bucket followed by its exemplar when given.
+    fn series(
+        &mut self,
+        labels: &Labels,
+        bounds: &ExportBounds,
+        sum: u64,
+        exemplars: Option<&Exemplars>,
+    ) -> fmt::Result {
         let Buffers {
             scratch,
             line,
@@ -774,15 +817,21 @@ impl FamilyWriter<'_> {
         let count = cumulative.last().copied().unwrap_or(0);
         scratch.clear();
         scratch.reserve((bounds.tails.len() + 3) * (line.len() + 24));
-        for (tail, cum) in bounds.tails.iter().zip(cumulative.iter()) {
+        for (i, (tail, cum)) in bounds.tails.iter().zip(cumulative.iter()).enumerate() {
             scratch.push_str(line);
             scratch.push_str(tail);
             push_u64(scratch, *cum);
+            if let Some(e) = exemplars {
+                e.push_suffix(i, bounds.decimals, scratch);
+            }
             scratch.push('\n');
         }
         scratch.push_str(line);
         scratch.push_str("+Inf\"} ");
         push_u64(scratch, count);
+        if let Some(e) = exemplars {
+            e.push_suffix(bounds.tails.len(), bounds.decimals, scratch);
+        }
         scratch.push('\n');
         scratch.push_str(name);
         scratch.push_str("_sum");

@@ -375,7 +375,11 @@ impl PipelineMetrics {
         }
 
         // --- histograms ---
-        e.family(&x.latency)?.histogram(&x.none, &self.latency)?;
+        e.family(&x.latency)?.histogram_with_exemplars(
+            &x.none,
+            &self.latency,
+            &self.latency_exemplars,
+        )?;
         let mut f = e.family(&x.model_latency)?;
         for model in ModelId::ALL {
             f.histogram(&x.model[model.index()], &self.model_latency[model.index()])?;

@@ -17,6 +17,8 @@
 //! - [`encode`]: the encoder behind both formats, public for custom metrics:
 //!   [`Counter`] (striped like the recorder's own counters), [`Family`],
 //!   [`Labels`], [`ExportBounds`], [`Encoder`] / [`FamilyWriter`], [`Value`].
+//! - [`exemplar`]: [`Exemplars`], the latest request id per histogram bucket,
+//!   written as OpenMetrics exemplars.
 //!
 //! ```
 //! use embeddings_metrics::{PipelineMetrics, PROMETHEUS_CONTENT_TYPE};
@@ -72,6 +74,7 @@ mod counter;
 mod ema;
 pub mod encode;
 mod error;
+pub mod exemplar;
 mod expose;
 mod gauges;
 mod global;
@@ -89,6 +92,7 @@ pub use config::{
 pub use counter::Counter;
 pub use encode::{Encoder, ExportBounds, Family, FamilyWriter, Labels, Value, escape_label_value};
 pub use error::MetricsError;
+pub use exemplar::{Exemplar, Exemplars};
 pub use expose::{Format, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use gauges::{InFlightGuard, MemoryGauge};
 pub use global::{global, reset_global, set_global};

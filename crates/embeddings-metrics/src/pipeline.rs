@@ -11,6 +11,8 @@ use crate::MetricsError;
 use crate::clock::Clock;
 use crate::config::MetricsConfig;
 use crate::ema::Ema;
+use crate::encode::ExportBounds;
+use crate::exemplar::Exemplars;
 use crate::expose::Exposition;
 use crate::gauges::{Gauges, InFlightGuard, MemoryGauge};
 use crate::histogram::Histogram;
@@ -211,6 +213,8 @@ pub struct PipelineMetrics {
     pub(crate) latency_ema: CachePadded<Ema>,
     pub(crate) model_ema: [CachePadded<Ema>; MODELS],
     pub(crate) latency: Histogram,
+    /// The latest request id per exported bucket of `latency`.
+    pub(crate) latency_exemplars: Exemplars,
     pub(crate) model_latency: [Histogram; MODELS],
     pub(crate) stage_latency: [Histogram; STAGES],
     pub(crate) batch_latency: Histogram,
@@ -264,7 +268,6 @@ impl PipelineMetrics {
         let start = clock.now_nanos();
         Self {
             exposition: Exposition::new(&config),
-            config,
             clock,
             start_nanos: AtomicU64::new(start),
             stripes: Box::new(std::array::from_fn(|_| {
@@ -275,12 +278,18 @@ impl PipelineMetrics {
             latency_ema: CachePadded::new(Ema::new()),
             model_ema: std::array::from_fn(|_| CachePadded::new(Ema::new())),
             latency: histogram(),
+            latency_exemplars: Exemplars::new(&ExportBounds::unchecked(
+                &config.latency_bounds_us,
+                6,
+                bits,
+            )),
             model_latency: std::array::from_fn(|_| histogram()),
             stage_latency: std::array::from_fn(|_| histogram()),
             batch_latency: histogram(),
             batch_size: histogram(),
             gauges: Gauges::new(),
             render_hint: AtomicU64::new(0),
+            config,
         }
     }
 
@@ -421,6 +430,7 @@ impl PipelineMetrics {
         for ema in &self.model_ema {
             ema.reset();
         }
+        self.latency_exemplars.reset();
         for h in self.histograms() {
             h.reset();
         }
@@ -435,6 +445,22 @@ impl PipelineMetrics {
     #[inline]
     pub fn record_embedding_duration(&self, latency: Duration) {
         self.record_embedding(duration_micros(latency));
+    }
+
+    /// [`record_embedding_duration`](Self::record_embedding_duration), keeping
+    /// `request_id` as the OpenMetrics exemplar of the latency bucket the
+    /// value falls in (see [`Exemplars::record`] for when it is not kept).
+    #[inline]
+    pub fn record_embedding_for(&self, latency: Duration, request_id: &str) {
+        let micros = duration_micros(latency);
+        self.record_embedding(micros);
+        self.latency_exemplars.record(micros, request_id);
+    }
+
+    /// The exemplars of the embedding-latency histogram.
+    #[must_use]
+    pub fn latency_exemplars(&self) -> &Exemplars {
+        &self.latency_exemplars
     }
 
     /// [`record_model_latency`](Self::record_model_latency) with a [`Duration`].

@@ -110,6 +110,42 @@ fn golden_openmetrics_counter_and_histogram_families() {
 }
 
 #[test]
+fn latency_exemplars_carry_the_request_id_in_openmetrics_only() {
+    let m = tiny();
+    m.record_embedding_for(std::time::Duration::from_micros(700), "req-7");
+    m.record_embedding(50);
+    m.record_embedding_for(std::time::Duration::from_micros(5_000), "req-9");
+    let text = m.render_openmetrics();
+    let latency = family(&text, "t_latency_seconds");
+    let lines: Vec<&str> = latency
+        .lines()
+        .filter(|l| l.starts_with("t_latency_seconds_bucket"))
+        .map(|l| {
+            if l.contains(" # ") {
+                l.rsplit_once(' ').map_or(l, |(head, _timestamp)| head)
+            } else {
+                l
+            }
+        })
+        .collect();
+    // The timestamp (last field) is wall-clock time; the rest is exact.
+    assert_eq!(
+        lines,
+        [
+            "t_latency_seconds_bucket{le=\"0.0001\"} 1",
+            "t_latency_seconds_bucket{le=\"0.001\"} 2 # {request_id=\"req-7\"} 0.0007",
+            "t_latency_seconds_bucket{le=\"+Inf\"} 3 # {request_id=\"req-9\"} 0.005",
+        ]
+    );
+    assert!(
+        !m.render_prometheus().contains("req-"),
+        "the 0.0.4 text has no exemplars"
+    );
+    m.reset();
+    assert!(!m.render_openmetrics().contains("request_id"));
+}
+
+#[test]
 fn const_label_values_are_escaped() {
     let config = MetricsConfig::default().with_const_label("replica", "a\\b\"c\nd");
     let m = PipelineMetrics::with_config(config).unwrap();

@@ -285,7 +285,8 @@ impl EmbeddingPipeline {
             Mode::AllOrNothing,
             submitted,
             options.deadline,
-        )?;
+        )?
+        .with_request_id(options.request_id);
         if request.pending() == 0 {
             // Every input was a cache hit (or there were none).
             let answer = request::response(request.finish(engine, Ok(()), Caller::Waiting));

@@ -1,6 +1,7 @@
 //! What a caller asks of [`submit`](crate::EmbeddingPipeline::submit) and
 //! what it gets back.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use embeddings_types::ModelId;
@@ -48,6 +49,12 @@ pub struct EmbedOptions {
     /// Which end of an input longer than a model takes is cut (under
     /// `[input] truncation = "truncate"`). Default: the end.
     pub truncation_direction: TruncationDirection,
+    /// The caller's id for this request (the server's `x-request-id`): kept
+    /// as the OpenMetrics exemplar of the latency bucket its inputs land in,
+    /// so a slow bucket leads to the request's log lines. Not part of the
+    /// cache key; does not change the answer.
+    #[serde(skip)]
+    pub request_id: Option<Arc<str>>,
 }
 
 /// Which end of a too-long input is cut; the names are those of Hugging
@@ -69,6 +76,7 @@ impl Default for EmbedOptions {
             fused: true,
             deadline: None,
             truncation_direction: TruncationDirection::Right,
+            request_id: None,
         }
     }
 }
@@ -82,6 +90,7 @@ impl EmbedOptions {
             fused: false,
             deadline: None,
             truncation_direction: TruncationDirection::Right,
+            request_id: None,
         }
     }
 
@@ -89,6 +98,13 @@ impl EmbedOptions {
     #[must_use]
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Sets `request_id`.
+    #[must_use]
+    pub fn with_request_id(mut self, id: impl Into<Arc<str>>) -> Self {
+        self.request_id = Some(id.into());
         self
     }
 

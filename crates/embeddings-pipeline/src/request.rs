@@ -14,6 +14,7 @@
 //! (`batch_processor.rs`); refusals before a request exists (bad options, a
 //! full queue, shut down) go through [`Engine::reject`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use embeddings_metrics::PipelineMetrics;
@@ -64,6 +65,8 @@ pub(crate) struct Request {
     /// Transformer tokens of the pending items, once tokenized.
     tokens: Option<usize>,
     pub(crate) timings: Timings,
+    /// The caller's id, kept as the latency exemplar.
+    request_id: Option<Arc<str>>,
 }
 
 impl Request {
@@ -109,7 +112,15 @@ impl Request {
             pending,
             tokens: None,
             timings: Timings::default(),
+            request_id: None,
         })
+    }
+
+    /// Sets the caller's id (see [`EmbedOptions::request_id`](crate::EmbedOptions::request_id)).
+    #[must_use]
+    pub(crate) fn with_request_id(mut self, id: Option<Arc<str>>) -> Self {
+        self.request_id = id;
+        self
     }
 
     /// What the inputs still to compute cost in the token budget.
@@ -215,6 +226,7 @@ impl Request {
             mut answers,
             pending,
             mut timings,
+            request_id,
             ..
         } = self;
         let mut fresh = Vec::new();
@@ -227,7 +239,11 @@ impl Request {
                         fresh.push((k, v.clone()));
                     }
                     if let (Some(m), Some(t)) = (rec, done_at) {
-                        m.record_embedding_duration(t.saturating_duration_since(submitted));
+                        let latency = t.saturating_duration_since(submitted);
+                        match &request_id {
+                            Some(id) => m.record_embedding_for(latency, id),
+                            None => m.record_embedding_duration(latency),
+                        }
                     }
                 }
                 // Only in `Each` mode: the input fails alone, counted once.

@@ -125,6 +125,9 @@ pub struct AppState {
     /// The compute threads decided at start (`None` in tests that build the
     /// state without the binary's start-up).
     pub cpu: Option<CpuPlan>,
+    /// The container's memory limit, bytes, read at start
+    /// ([`crate::memory_limit`]); `None`: no limit, or none read.
+    pub memory_limit: Option<u64>,
     /// The slot TEI's `/embed` serves (`--tei-slot`).
     pub tei_slot: ModelId,
     /// The in-process alert engine (`GET /alerts`).
@@ -151,6 +154,7 @@ impl AppState {
             loader_running: AtomicBool::new(false),
             loaded_at: OnceLock::new(),
             cpu: None,
+            memory_limit: None,
             tei_slot: ModelId::Semantic,
             alerts: crate::alerts::Alerts::new(embeddings_health::AlertConfig::default()),
             auth: None,
@@ -360,11 +364,12 @@ async fn count_requests(
         .get::<MatchedPath>()
         .map_or(Endpoint::Other, |p| Endpoint::from_path(p.as_str()))
         .index();
+    let id = request_id(request.extensions());
     let response = next.run(request).await;
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     state
         .http
-        .record(endpoint, response.status().as_u16(), micros);
+        .record(endpoint, response.status().as_u16(), micros, id.as_str());
     response
 }
 
@@ -545,6 +550,7 @@ pub(crate) async fn run_pipeline(
     // waits for and counts the timeout itself, once.
     let options = EmbedOptions {
         deadline: Some(deadline.into_std()),
+        request_id: Some(id.as_str().into()),
         ..options
     };
     let mut ticket = pipeline

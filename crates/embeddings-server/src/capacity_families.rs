@@ -6,7 +6,7 @@ use embeddings_metrics::{Encoder, Family, Labels};
 
 use crate::app::AppState;
 
-/// Writes the admission, compute-thread and CPU-throttling families.
+/// Writes the admission, compute-thread, memory-limit and CPU-throttling families.
 ///
 /// # Errors
 /// Only those of the underlying writer.
@@ -43,6 +43,14 @@ pub(crate) fn encode(
             "Threads of the compute pool (candle, tokenizer).",
         )?)?
         .gauge(&none, rayon::current_num_threads() as u64)?;
+    if let Some(limit) = state.memory_limit {
+        encoder
+            .family(&gauge(
+                "memory_limit_bytes",
+                "The container's memory limit (cgroup memory.max), read at start; no sample when unlimited.",
+            )?)?
+            .gauge(&none, limit)?;
+    }
     let Some(cpu) = &state.cpu else {
         return Ok(());
     };

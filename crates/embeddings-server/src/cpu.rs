@@ -134,12 +134,7 @@ fn quota(root: &Path, proc_cgroup: &str) -> Option<(Option<f64>, PathBuf)> {
         }
     }
     let mut found: Found = None;
-    // cgroup v2: "0::/path".
-    let v2_path = proc_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/");
-    for dir in ancestors(root, v2_path) {
+    for dir in ancestors(root, v2_path(proc_cgroup)) {
         if let Ok(text) = std::fs::read_to_string(dir.join("cpu.max"))
             && let Some(q) = parse_cpu_max(&text)
         {
@@ -150,14 +145,7 @@ fn quota(root: &Path, proc_cgroup: &str) -> Option<(Option<f64>, PathBuf)> {
         return found;
     }
     // cgroup v1: "N:cpu,cpuacct:/path" (or "cpu" alone).
-    let v1_path = proc_cgroup
-        .lines()
-        .find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            controllers.split(',').any(|c| c == "cpu").then_some(path)
-        })
-        .unwrap_or("/");
+    let v1_path = v1_path(proc_cgroup, "cpu");
     for mount in ["cpu,cpuacct", "cpu"] {
         for dir in ancestors(&root.join(mount), v1_path) {
             let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
@@ -174,8 +162,33 @@ fn quota(root: &Path, proc_cgroup: &str) -> Option<(Option<f64>, PathBuf)> {
     None
 }
 
+/// The process's cgroup v2 path, from `/proc/self/cgroup`'s `0::/path` line
+/// (`/` when there is none).
+pub(crate) fn v2_path(proc_cgroup: &str) -> &str {
+    proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+}
+
+/// The process's cgroup v1 path for `controller`, from
+/// `/proc/self/cgroup`'s `N:controllers:/path` lines (`/` when none names it).
+pub(crate) fn v1_path<'a>(proc_cgroup: &'a str, controller: &str) -> &'a str {
+    proc_cgroup
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then_some(path)
+        })
+        .unwrap_or("/")
+}
+
 /// `root/path`, then each parent up to `root` itself (those that exist).
-fn ancestors(root: &Path, path: &str) -> Vec<PathBuf> {
+pub(crate) fn ancestors(root: &Path, path: &str) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     let mut rel: Vec<&str> = path
         .split('/')

@@ -11,8 +11,8 @@ use crate::routes::Endpoint;
 
 use embeddings_metrics::histogram::DEFAULT_PRECISION_BITS;
 use embeddings_metrics::{
-    Counter, DEFAULT_LATENCY_BOUNDS_US, Encoder, ExportBounds, Family, Histogram, Labels,
-    MetricsError,
+    Counter, DEFAULT_LATENCY_BOUNDS_US, Encoder, Exemplars, ExportBounds, Family, Histogram,
+    Labels, MetricsError,
 };
 
 /// The endpoints, as they appear in the `endpoint` label.
@@ -54,6 +54,8 @@ pub struct HttpMetrics {
     requests: Vec<Counter>,
     request_labels: Vec<Labels>,
     durations: Vec<Histogram>,
+    /// The latest request id per duration bucket, per endpoint.
+    exemplars: Vec<Exemplars>,
     endpoint_labels: Vec<Labels>,
     requests_family: Family,
     duration_family: Family,
@@ -98,6 +100,7 @@ impl HttpMetrics {
             requests: (0..request_labels.len()).map(|_| Counter::new()).collect(),
             request_labels,
             durations: ENDPOINTS.iter().map(|_| Histogram::new()).collect(),
+            exemplars: ENDPOINTS.iter().map(|_| Exemplars::new(&bounds)).collect(),
             endpoint_labels,
             requests_family: Family::counter(
                 &format!("{prefix}http_requests"),
@@ -126,14 +129,18 @@ impl HttpMetrics {
         })
     }
 
-    /// Counts one answered request.
-    pub fn record(&self, endpoint: usize, code: u16, micros: u64) {
+    /// Counts one answered request, and keeps `request_id` as the exemplar
+    /// of the duration bucket it lands in.
+    pub fn record(&self, endpoint: usize, code: u16, micros: u64, request_id: &str) {
         let endpoint = endpoint.min(ENDPOINTS.len() - 1);
         if let Some(c) = self.requests.get(endpoint * CODES.len() + code_index(code)) {
             c.inc();
         }
         if let Some(h) = self.durations.get(endpoint) {
             h.record(micros);
+        }
+        if let Some(e) = self.exemplars.get(endpoint) {
+            e.record(micros, request_id);
         }
     }
 
@@ -173,8 +180,13 @@ impl HttpMetrics {
         }
         {
             let mut family = encoder.family(&self.duration_family)?;
-            for (histogram, labels) in self.durations.iter().zip(&self.endpoint_labels) {
-                family.histogram(labels, histogram)?;
+            for ((histogram, exemplars), labels) in self
+                .durations
+                .iter()
+                .zip(&self.exemplars)
+                .zip(&self.endpoint_labels)
+            {
+                family.histogram_with_exemplars(labels, histogram, exemplars)?;
             }
         }
         let none = Labels::empty();

@@ -40,6 +40,7 @@ pub mod cpu;
 pub mod error;
 pub mod http_metrics;
 mod listen;
+pub mod memory_limit;
 mod openai;
 mod ops;
 pub mod process;

@@ -52,7 +52,31 @@ pub fn render_metrics(state: &AppState, format: Format) -> String {
     out
 }
 
-pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// Whether the `Accept` header asks for JSON (and not for OpenMetrics).
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+/// `GET /metrics`: Prometheus 0.0.4 text by default, OpenMetrics 1.0 (with
+/// exemplars) when the `Accept` header names it, and the pipeline recorder's
+/// [`MetricsSnapshot`](embeddings_types::MetricsSnapshot) as JSON (exact
+/// counts, the latency quantiles the server computes) for `application/json`.
+pub(crate) async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    if wants_json(&headers) && !wants_openmetrics(&headers) {
+        let id = request_id(request.extensions());
+        if let Some(pipeline) = state.ready() {
+            pipeline.refresh_gauges();
+        }
+        return json_response(StatusCode::OK, &id, &state.metrics.snapshot());
+    }
     let (format, content_type) = if wants_openmetrics(&headers) {
         (Format::OpenMetrics, OPENMETRICS_CONTENT_TYPE)
     } else {

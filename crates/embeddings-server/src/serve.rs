@@ -174,6 +174,8 @@ pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
         "compute threads"
     );
     state.cpu = Some(cpu);
+    state.memory_limit = crate::memory_limit::read(&args.cgroup_root);
+    tracing::info!(limit_bytes = ?state.memory_limit, "memory limit");
     state.tei_slot = args.tei_slot;
     if let Some(path) = &args.alert_rules {
         let rules = |reason: String| ServeError::AlertRules {

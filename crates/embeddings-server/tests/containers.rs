@@ -22,9 +22,14 @@ fn the_compute_pool_is_sized_to_the_cgroup_quota() {
         "usage_usec 1\nnr_periods 40\nnr_throttled 7\nthrottled_usec 1250000\n",
     )
     .unwrap();
+    std::fs::write(root.path().join("memory.max"), "3221225472\n").unwrap();
     let server = Server::start_ready(&["--cgroup-root", root.path().to_str().unwrap()]);
     let text = server.get("/metrics").text();
     assert_eq!(sample(&text, "embeddings_compute_threads"), Some(1.0));
+    assert_eq!(
+        sample(&text, "embeddings_memory_limit_bytes"),
+        Some(3_221_225_472.0)
+    );
     assert_eq!(sample(&text, "embeddings_cpu_quota_cores"), Some(1.5));
     assert_eq!(sample(&text, "embeddings_cpu_periods_total"), Some(40.0));
     assert_eq!(
@@ -64,6 +69,11 @@ fn the_threads_flag_wins_and_no_quota_means_no_quota_series() {
         sample(&text, "embeddings_cpu_throttled_periods_total"),
         None,
         "no cpu.stat: no figure"
+    );
+    assert_eq!(
+        sample(&text, "embeddings_memory_limit_bytes"),
+        None,
+        "no memory.max: no figure"
     );
     assert_eq!(server.get("/info").json()["cpu"]["source"], "flag");
 }

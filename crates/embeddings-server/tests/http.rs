@@ -549,6 +549,23 @@ fn metrics_count_every_request_once_per_outcome_and_promtool_accepts_both_format
             .starts_with("application/openmetrics-text")
     );
     assert!(om.text().ends_with("# EOF\n"));
+    // The JSON snapshot: the same counts as the text.
+    let json = request(
+        server.addr,
+        "GET",
+        "/metrics",
+        &[("accept", "application/json")],
+        b"",
+    );
+    assert!(
+        json.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let snapshot = json.json();
+    assert_eq!(snapshot["embeddings_generated"], 2);
+    assert_eq!(snapshot["latency"]["count"], 2);
+    assert_eq!(snapshot["inputs_served"], ok * 2);
     let prom = server.get("/metrics");
     assert!(
         prom.header("content-type")

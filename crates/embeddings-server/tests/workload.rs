@@ -66,6 +66,7 @@ fn every_family_in_the_exposition_is_in_the_catalogue_and_back() {
     // only in a container are exposed too.
     let cgroup = tempfile::tempdir().expect("tempdir");
     std::fs::write(cgroup.path().join("cpu.max"), "100000 100000\n").expect("cpu.max");
+    std::fs::write(cgroup.path().join("memory.max"), "4294967296\n").expect("memory.max");
     std::fs::write(
         cgroup.path().join("cpu.stat"),
         "nr_periods 1\nnr_throttled 0\nthrottled_usec 0\n",
