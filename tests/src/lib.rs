@@ -513,3 +513,39 @@ pub fn dashboard_queries() -> Vec<DashboardQuery> {
         })
         .collect()
 }
+
+/// Copies the model folder `src` into `dst` (which should keep the folder's
+/// name, e.g. `all-MiniLM-L6-v2`, so the canary's reference still applies)
+/// with the weight tensor `tensor` changed element by element by
+/// `change(value, flat index)`: a corrupted checkpoint for the quality
+/// tests. The tokenizer and configuration files are copied as they are.
+pub fn altered_model(src: &Path, dst: &Path, tensor: &str, change: fn(f32, usize) -> f32) {
+    use candle_core::{Device, Tensor};
+    std::fs::create_dir_all(dst.join("1_Pooling")).unwrap();
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let mut tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let original = tensors
+        .get(tensor)
+        .unwrap_or_else(|| panic!("no tensor {tensor}"));
+    let shape = original.dims().to_vec();
+    let values: Vec<f32> = original
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| change(v, i))
+        .collect();
+    let altered = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+    tensors.insert(tensor.to_owned(), altered);
+    candle_core::safetensors::save(&tensors, dst.join("model.safetensors")).unwrap();
+}

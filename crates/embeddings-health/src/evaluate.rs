@@ -4,7 +4,9 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use embeddings_types::{CacheFigures, ComponentHealth, GpuMemory, HealthStatus, ModelId};
+use embeddings_types::{
+    CacheFigures, CanaryFigure, ComponentHealth, GpuMemory, HealthStatus, ModelId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{self, Probes, elapsed};
@@ -265,6 +267,41 @@ impl HealthPolicy {
                 Bound::AtMost,
                 Value::Seconds(max_age.as_secs_f64()),
             );
+        }
+
+        // The quality canary: the worst cosine, then the worst batch deviation.
+        if let Some(report) = observation.canary {
+            let min_cosine = self.min_canary_cosine();
+            let max_deviation = self.max_canary_batch_deviation();
+            let cosine = report
+                .worst_cosine()
+                .filter(|(_, _, c)| c.is_nan() || *c < min_cosine);
+            let deviation = report
+                .worst_batch_deviation()
+                .filter(|(_, d)| d.is_nan() || *d > max_deviation);
+            if let Some((model, figure, value)) = cosine {
+                findings.fail(
+                    HealthRule::Canary,
+                    Value::Canary {
+                        model,
+                        figure,
+                        value,
+                    },
+                    Bound::AtLeast,
+                    Value::Cosine(min_cosine),
+                );
+            } else if let Some((model, value)) = deviation {
+                findings.fail(
+                    HealthRule::Canary,
+                    Value::Canary {
+                        model,
+                        figure: CanaryFigure::BatchDeviation,
+                        value,
+                    },
+                    Bound::AtMost,
+                    Value::Deviation(max_deviation),
+                );
+            }
         }
 
         let verdict = findings.verdict;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use embeddings_types::{GaugeSnapshot, MetricsSnapshot, ModelId};
+use embeddings_types::{CanaryReport, GaugeSnapshot, MetricsSnapshot, ModelId};
 use serde::{Deserialize, Serialize};
 
 /// The state of one model slot in the registry.
@@ -252,6 +252,9 @@ pub struct Observation<'a> {
     pub last_embed_time: Option<DateTime<Utc>>,
     /// Time since the pipeline started. Default: the snapshot's uptime.
     pub uptime: Duration,
+    /// The quality canary's latest report; `None` before its first run
+    /// (the `canary` rule then holds: no run, no finding).
+    pub canary: Option<&'a CanaryReport>,
 }
 
 impl<'a> Observation<'a> {
@@ -273,7 +276,15 @@ impl<'a> Observation<'a> {
             last_progress: None,
             last_embed_time: None,
             uptime: snapshot.uptime,
+            canary: None,
         }
+    }
+
+    /// Sets `canary`.
+    #[must_use]
+    pub const fn with_canary(mut self, report: Option<&'a CanaryReport>) -> Self {
+        self.canary = report;
+        self
     }
 
     /// Sets `warmed_up`.

@@ -32,6 +32,17 @@ pub struct HealthPolicySpec {
     /// The liveness probe fails when the process has recorded no progress
     /// for longer than this. Default: 30 s. Valid: finite and `>= 0`.
     pub liveness_timeout_seconds: f64,
+    /// The quality canary's cosines (to the start-up vectors and to the
+    /// reference) must stay at or above this (rule `canary`, degraded).
+    /// Default: 0.9999, the project's bound for "the same vector" (the
+    /// reference tests use it; the CPU build measures 1 − 2e-12 against
+    /// sentence-transformers, and ±2 % on one weight tensor of MiniLM gives
+    /// 0.99985–0.99999). Valid: `(0, 1]`.
+    pub min_canary_cosine: f64,
+    /// The canary's batch deviation (`‖alone − batched‖ / ‖alone‖`) must stay
+    /// at or below this (rule `canary`, degraded). Default: 1e-4 (the CPU
+    /// build measures below 1e-6; see `docs/metrics.md`). Valid: finite and `>= 0`.
+    pub max_canary_batch_deviation: f64,
 }
 
 impl Default for HealthPolicySpec {
@@ -42,6 +53,8 @@ impl Default for HealthPolicySpec {
             max_error_rate_per_minute: 10.0,
             max_snapshot_age_seconds: 60.0,
             liveness_timeout_seconds: 30.0,
+            min_canary_cosine: 0.9999,
+            max_canary_batch_deviation: 1e-4,
         }
     }
 }
@@ -123,6 +136,22 @@ impl TryFrom<HealthPolicySpec> for HealthPolicy {
                 requirement: "greater than 0 (errors per minute)",
             });
         }
+        let cosine = spec.min_canary_cosine;
+        if !(cosine > 0.0 && cosine <= 1.0) {
+            return Err(ConfigError::InvalidFraction {
+                field: "min_canary_cosine",
+                value: cosine,
+                min_exclusive: 0.0,
+            });
+        }
+        let deviation = spec.max_canary_batch_deviation;
+        if !(deviation.is_finite() && deviation >= 0.0) {
+            return Err(ConfigError::InvalidNumber {
+                field: "max_canary_batch_deviation",
+                value: deviation,
+                requirement: "finite and at least 0",
+            });
+        }
         let max_snapshot_age = seconds("max_snapshot_age_seconds", spec.max_snapshot_age_seconds)?;
         let liveness_timeout = seconds("liveness_timeout_seconds", spec.liveness_timeout_seconds)?;
         Ok(Self {
@@ -190,8 +219,19 @@ impl HealthPolicy {
         self.spec.max_gpu_memory_fraction
     }
 
-    /// Errors per minute must stay below this.
+    /// The canary's cosines must stay at or above this.
     #[must_use]
+    pub const fn min_canary_cosine(&self) -> f64 {
+        self.spec.min_canary_cosine
+    }
+
+    /// The canary's batch deviation must stay at or below this.
+    #[must_use]
+    pub const fn max_canary_batch_deviation(&self) -> f64 {
+        self.spec.max_canary_batch_deviation
+    }
+
+    /// Errors per minute must stay below this.
     pub const fn max_error_rate_per_minute(&self) -> f64 {
         self.spec.max_error_rate_per_minute
     }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use embeddings_types::{CanaryFigure, ModelId};
 use serde::{Deserialize, Serialize};
 
 /// The overall answer, ordered from best to worst; the worst failed rule
@@ -79,11 +80,15 @@ pub enum HealthRule {
     MetricsInput,
     /// The snapshot is no older than `max_snapshot_age`.
     SnapshotFresh,
+    /// The quality canary's latest run: every slot's cosines at or above
+    /// `min_canary_cosine`, its batch deviation at most
+    /// `max_canary_batch_deviation`. Holds until a first run is reported.
+    Canary,
 }
 
 impl HealthRule {
     /// Every rule, in evaluation (and report) order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::ModelsLoaded,
         Self::AllModelsLoaded,
         Self::GpuMemory,
@@ -94,6 +99,7 @@ impl HealthRule {
         Self::CacheManager,
         Self::MetricsInput,
         Self::SnapshotFresh,
+        Self::Canary,
     ];
 
     /// `snake_case` name, as in JSON.
@@ -110,6 +116,7 @@ impl HealthRule {
             Self::CacheManager => "cache_manager",
             Self::MetricsInput => "metrics_input",
             Self::SnapshotFresh => "snapshot_fresh",
+            Self::Canary => "canary",
         }
     }
 
@@ -128,7 +135,8 @@ impl HealthRule {
             Self::AllModelsLoaded
             | Self::CacheManager
             | Self::MetricsInput
-            | Self::SnapshotFresh => Verdict::Degraded,
+            | Self::SnapshotFresh
+            | Self::Canary => Verdict::Degraded,
         }
     }
 }
@@ -161,6 +169,19 @@ pub enum Value {
         /// Its value (NaN, infinite, negative, or a ratio above 1).
         number: f64,
     },
+    /// A quality canary figure of one slot.
+    Canary {
+        /// The slot.
+        model: ModelId,
+        /// Which figure.
+        figure: CanaryFigure,
+        /// Its value (a cosine, or a relative deviation).
+        value: f64,
+    },
+    /// A cosine similarity threshold.
+    Cosine(f64),
+    /// A relative deviation threshold.
+    Deviation(f64),
     /// A figure that could not be read, and why. Never replaced by a guess.
     Unavailable(String),
     /// The valid range of a figure, in words.
@@ -177,6 +198,13 @@ impl fmt::Display for Value {
             Self::Up(false) => f.write_str("down"),
             Self::Seconds(s) => write!(f, "{s:.1} s"),
             Self::Invalid { field, number } => write!(f, "{field} = {number}"),
+            Self::Canary {
+                model,
+                figure,
+                value,
+            } => write!(f, "{model} {} = {value}", figure.as_str()),
+            Self::Cosine(x) => write!(f, "cosine {x}"),
+            Self::Deviation(x) => write!(f, "deviation {x:e}"),
             Self::Unavailable(why) => write!(f, "no reading ({why})"),
             Self::Requirement(text) => f.write_str(text),
         }

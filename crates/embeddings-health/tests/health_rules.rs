@@ -286,7 +286,79 @@ const CASES: &[Case] = &[
             R::SnapshotFresh,
         ],
     ),
+    // The quality canary: cosines at least 0.9999, batch deviation at most 1e-4.
+    ("no canary run yet", |i| i.canary = None, Healthy, &[]),
+    (
+        "canary reference cosine exactly 0.9999",
+        |i| set_canary(i, |s| s.cosine_to_reference = Some(0.9999)),
+        Healthy,
+        &[],
+    ),
+    (
+        "canary reference cosine 0.99989",
+        |i| set_canary(i, |s| s.cosine_to_reference = Some(0.99989)),
+        Degraded,
+        &[R::Canary],
+    ),
+    (
+        "canary start-up cosine 0.5",
+        |i| set_canary(i, |s| s.cosine_to_startup = 0.5),
+        Degraded,
+        &[R::Canary],
+    ),
+    (
+        "canary batch deviation exactly 1e-4",
+        |i| set_canary(i, |s| s.batch_deviation = 1e-4),
+        Healthy,
+        &[],
+    ),
+    (
+        "canary batch deviation 2e-4",
+        |i| set_canary(i, |s| s.batch_deviation = 2e-4),
+        Degraded,
+        &[R::Canary],
+    ),
+    (
+        "canary cosine NaN",
+        |i| set_canary(i, |s| s.cosine_to_startup = f64::NAN),
+        Degraded,
+        &[R::Canary],
+    ),
 ];
+
+/// Changes the `semantic` entry of the canary report.
+fn set_canary(inputs: &mut Inputs, change: fn(&mut embeddings_types::SlotCanary)) {
+    if let Some(slot) = inputs.canary.as_mut().and_then(|r| r.slots.first_mut()) {
+        change(slot);
+    }
+}
+
+#[test]
+fn a_canary_reason_names_the_slot_and_the_figure() {
+    let mut inputs = Inputs::good();
+    set_canary(&mut inputs, |s| {
+        s.cosine_to_reference = Some(0.93);
+        s.batch_deviation = 0.5;
+    });
+    let report = inputs.report();
+    let [reason] = report.reasons.as_slice() else {
+        panic!("one reason: {report}");
+    };
+    // The cosine is reported first; the deviation waits for its turn.
+    assert_eq!(
+        reason.observed,
+        Value::Canary {
+            model: ModelId::Semantic,
+            figure: embeddings_types::CanaryFigure::CosineToReference,
+            value: 0.93
+        }
+    );
+    assert_eq!(reason.threshold, Value::Cosine(0.9999));
+    assert_eq!(
+        reason.to_string(),
+        "canary (degraded): observed semantic cosine_to_reference = 0.93, expected at least cosine 0.9999"
+    );
+}
 
 #[test]
 fn every_rule_at_its_boundary() {

@@ -17,7 +17,7 @@ fn defaults_are_valid_and_are_the_spec() {
     assert_eq!(from_spec.max_snapshot_age().as_secs(), 60);
     let config = AlertConfig::default();
     assert_eq!(config.history_capacity(), 256);
-    assert_eq!(config.rules().len(), 10);
+    assert_eq!(config.rules().len(), 11);
     // The hand-built recommended rules pass validation.
     let revalidated = AlertConfig::try_from(AlertConfigSpec::from(config.clone())).unwrap();
     assert_eq!(revalidated, config);

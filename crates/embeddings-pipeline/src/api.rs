@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::batch_processor::{BatchProcessor, Job};
 use crate::builder::PipelineBuilder;
+use crate::canary::{Canary, ProbeSet};
 use crate::config::PipelineConfig;
 use crate::engine::Engine;
 use crate::error::PipelineError;
@@ -22,7 +23,7 @@ use crate::registry::{Backend, ModelRegistry, SlotState};
 use crate::request::{self, Caller, Mode, Request};
 use crate::ticket::EmbedTicket;
 use crate::tokenize::TokenInfo;
-use embeddings_types::ModelId;
+use embeddings_types::{CanaryReport, ModelId};
 
 /// The twelve-slot embedding pipeline. `Send + Sync`; every method takes
 /// `&self`.
@@ -45,6 +46,7 @@ use embeddings_types::ModelId;
 pub struct EmbeddingPipeline {
     pub(crate) engine: Arc<Engine>,
     batcher: BatchProcessor,
+    canary: Canary,
 }
 
 impl std::fmt::Debug for EmbeddingPipeline {
@@ -145,7 +147,11 @@ impl EmbeddingPipeline {
         if !paused {
             batcher.start();
         }
-        Self { engine, batcher }
+        Self {
+            engine,
+            batcher,
+            canary: Canary::default(),
+        }
     }
 
     /// What was loaded: per slot its state (failed ones with the reason), its
@@ -515,6 +521,32 @@ impl EmbeddingPipeline {
         self.health_at(Utc::now())
     }
 
+    /// Runs the quality canary now, on the calling thread (a few hundred
+    /// milliseconds of compute for the full pipeline on two cores): the
+    /// shipped probe sentences through every loaded slot, batched and one
+    /// by one, compared with the first run's vectors, the shipped reference
+    /// vectors where they apply, and each other. See [`CanaryReport`] for
+    /// the figures. It records no user figure and bypasses the cache.
+    ///
+    /// The first run sets the start-up vectors; call it once the pipeline is
+    /// built (the server does, then every `--canary-interval-secs` when no
+    /// request is waiting). The latest report feeds [`health`](Self::health).
+    ///
+    /// # Errors
+    /// [`PipelineError::Inference`] when a computation fails (the report is
+    /// then not replaced); [`PipelineError::Canary`] if the shipped probe
+    /// set could not be read.
+    pub fn run_canary(&self) -> Result<CanaryReport, PipelineError> {
+        let probes = ProbeSet::shipped().map_err(PipelineError::Canary)?;
+        self.canary.run(&self.engine, &probes)
+    }
+
+    /// The latest canary report; `None` before the first run completes.
+    #[must_use]
+    pub fn canary_report(&self) -> Option<CanaryReport> {
+        self.canary.last()
+    }
+
     /// The health verdict at `now`, evaluated by `embeddings-health` (with the
     /// `[health]` policy) from:
     /// - the registry: loaded slots; failed slots with their load error;
@@ -558,11 +590,13 @@ impl EmbeddingPipeline {
             fusemoe: !e.config.fusion.enabled || e.fusion.is_some(),
             cache_manager: cache_ok,
         };
+        let canary = self.canary.last();
         let observation = Observation::new(&registry, &snapshot, &gpu, components)
             .with_warmed_up(self.is_warmed_up())
             .with_last_progress(e.state.last_progress())
             .with_last_embed_time(e.state.last_embed())
-            .with_uptime(e.state.started.elapsed());
+            .with_uptime(e.state.started.elapsed())
+            .with_canary(canary.as_ref());
         e.health_policy.evaluate(&observation, now)
     }
 }

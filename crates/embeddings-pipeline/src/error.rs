@@ -307,6 +307,10 @@ pub enum PipelineError {
     /// what the pipeline counts, as kind `cancelled`.
     #[error("the caller cancelled the request before its answer was ready")]
     Cancelled,
+    /// The quality canary could not run (its shipped probe set is unreadable,
+    /// or a computation gave no output): a bug, never a user's doing.
+    #[error("the quality canary could not run: {0}; this is a bug, please report it")]
+    Canary(String),
 }
 
 /// The advice of [`PipelineError::OverBudget`]'s message.
@@ -330,7 +334,7 @@ impl PipelineError {
             Self::SlotUnavailable { .. } | Self::NothingRequested => ErrorKind::Validation,
             Self::DeadlineExceeded { .. } => ErrorKind::Timeout,
             Self::Cancelled => ErrorKind::Cancelled,
-            Self::ShutDown | Self::WorkerLost => ErrorKind::Internal,
+            Self::ShutDown | Self::WorkerLost | Self::Canary(_) => ErrorKind::Internal,
         }
     }
 

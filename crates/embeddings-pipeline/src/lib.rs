@@ -218,6 +218,7 @@ mod bert;
 mod builder;
 mod builtin;
 mod cache_manager;
+mod canary;
 mod config;
 mod device;
 mod engine;
@@ -249,7 +250,9 @@ pub use config::{
 pub use device::cuda_driver_present;
 pub use embeddings_health::{HealthPolicySpec, HealthReport};
 pub use embeddings_metrics::PipelineMetrics;
-pub use embeddings_types::{ErrorKind, ModelId, OutputKind};
+pub use embeddings_types::{
+    CanaryFigure, CanaryReport, ErrorKind, ModelId, OutputKind, SlotCanary,
+};
 pub use error::{InputError, LoadError, PipelineError};
 pub use input::EmbedInput;
 pub use options::{EmbedOptions, EmbedResponse, Timings, TruncationDirection};

@@ -281,6 +281,18 @@ impl Engine {
                 None
             };
             let per_token_time = t2.elapsed();
+            // A NaN or infinity is never returned: it fails the pass that
+            // made it, counted like any failed pass. A pooled vector is
+            // finite exactly when its pre-normalisation norm is.
+            let finite = pooled.iter().all(|p| p.norms.iter().all(|n| n.is_finite()))
+                && tokens
+                    .as_ref()
+                    .is_none_or(|(_, rows)| rows.iter().flatten().all(|x| x.is_finite()));
+            if !finite {
+                return Err(fail(candle_core::Error::Msg(
+                    "the model produced a non-finite value (NaN or infinity); the checkpoint or the device may be faulty: check `GET /health` and the canary".into(),
+                )));
+            }
             let head_of = |h: PooledHead| pooled_heads.iter().position(|x| *x == h);
             for (row, &i) in chunk.iter().enumerate() {
                 let mut shared: BTreeMap<PooledHead, Arc<[f32]>> = BTreeMap::new();

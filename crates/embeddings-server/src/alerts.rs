@@ -110,6 +110,13 @@ impl Alerts {
             let failed = slots.iter().filter(|(_, s)| *s == "failed").count();
             values.set(AlertMetric::SlotsFailed, failed as f64);
         }
+        if let Some((_, _, cosine)) = state
+            .ready()
+            .and_then(|p| p.canary_report())
+            .and_then(|r| r.worst_cosine())
+        {
+            values.set(AlertMetric::CanaryCosine, cosine);
+        }
         let now = Utc::now();
         let mut guard = self.lock();
         guard.0.evaluate_values(&values, now);

@@ -184,6 +184,19 @@ pub struct Args {
     )]
     pub alert_interval_secs: u64,
 
+    /// Seconds between runs of the quality canary (the shipped probe
+    /// sentences re-embedded through every slot and compared with their
+    /// start-up and reference vectors; `GET /quality`); 0 turns it off.
+    /// It runs once as soon as the pipeline is loaded, then only while no
+    /// request is admitted.
+    #[arg(
+        long,
+        env = "EMBEDDINGS_CANARY_INTERVAL_SECS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(0..=86_400)
+    )]
+    pub canary_interval_secs: u64,
+
     /// Show full filesystem paths in error bodies, `/health`, `/info` and
     /// the probes (for debugging); by default they name `…/parent/file`, and
     /// only the log has the full path.

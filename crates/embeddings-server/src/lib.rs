@@ -34,6 +34,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod canary;
 mod capacity_families;
 pub mod cli;
 pub mod cpu;

@@ -37,6 +37,8 @@ pub enum Endpoint {
     Info,
     /// `GET /alerts`: the in-process alert engine's state.
     Alerts,
+    /// `GET /quality`: the quality canary's latest report.
+    Quality,
     /// `GET /livez`.
     Livez,
     /// `GET /readyz`.
@@ -99,7 +101,7 @@ impl Style {
 
 impl Endpoint {
     /// Every endpoint, in label order (`Other` last).
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::EmbedMulti,
         Self::Embed,
         Self::Root,
@@ -115,6 +117,7 @@ impl Endpoint {
         Self::Health,
         Self::Info,
         Self::Alerts,
+        Self::Quality,
         Self::Livez,
         Self::Readyz,
         Self::Startupz,
@@ -140,6 +143,7 @@ impl Endpoint {
             Self::Health => "/health",
             Self::Info => "/info",
             Self::Alerts => "/alerts",
+            Self::Quality => "/quality",
             Self::Livez => "/livez",
             Self::Readyz => "/readyz",
             Self::Startupz => "/startupz",
@@ -186,6 +190,7 @@ impl Endpoint {
             Self::Health => "health",
             Self::Info => "info",
             Self::Alerts => "alerts",
+            Self::Quality => "quality",
             Self::Livez => "livez",
             Self::Readyz => "readyz",
             Self::Startupz => "startupz",
@@ -207,9 +212,12 @@ impl Endpoint {
             | Self::OpenAiEmbeddings
             | Self::Embeddings => Group::Compute,
             Self::OpenAiModels | Self::OpenAiModel => Group::Catalog,
-            Self::Metrics | Self::Health | Self::Info | Self::Alerts | Self::Other => {
-                Group::Observability
-            }
+            Self::Metrics
+            | Self::Health
+            | Self::Info
+            | Self::Alerts
+            | Self::Quality
+            | Self::Other => Group::Observability,
             Self::Livez | Self::Readyz | Self::Startupz => Group::Probe,
         }
     }

@@ -5,6 +5,8 @@
 //!   [`GaugeSnapshot`]): what `embeddings-metrics` records, copied out.
 //! - [`HealthStatus`] and [`ComponentHealth`]: what `embeddings-health` decides.
 //! - [`Stage`] and [`ErrorKind`]: label sets for latency stages and error causes.
+//! - [`CanaryReport`] (with [`SlotCanary`], [`CanaryFigure`]): what the
+//!   quality canary measured.
 //! - [`TypesError`]: the one error of this crate.
 //!
 //! **Who depends on this:** every other crate of the workspace, and clients
@@ -33,10 +35,12 @@ mod error;
 mod health;
 mod labels;
 mod model;
+mod quality;
 mod snapshot;
 
 pub use error::TypesError;
 pub use health::{CacheFigures, ComponentHealth, GpuMemory, HealthStatus};
 pub use labels::{ErrorKind, Stage};
 pub use model::{ModelId, OutputKind};
+pub use quality::{CanaryFigure, CanaryReport, SlotCanary};
 pub use snapshot::{GaugeSnapshot, HistogramSnapshot, MetricsSnapshot, ModelSnapshot};

@@ -80,11 +80,16 @@ pub enum AlertMetric {
     /// [`MetricsSnapshot`]: whoever knows the registry sets it (the server
     /// does, from the pipeline's); missing otherwise.
     SlotsFailed,
+    /// The quality canary's worst cosine over every slot, to its start-up
+    /// vectors or its reference (`CanaryReport::worst_cosine`). A minimum.
+    /// Not in a [`MetricsSnapshot`]: whoever runs the canary sets it (the
+    /// server does); missing before the first run.
+    CanaryCosine,
 }
 
 impl AlertMetric {
     /// Every metric.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::LatencyP95,
         Self::Throughput,
         Self::ErrorRate,
@@ -93,6 +98,7 @@ impl AlertMetric {
         Self::GpuMemory,
         Self::EmbeddingDrift,
         Self::SlotsFailed,
+        Self::CanaryCosine,
     ];
 
     /// `snake_case` name.
@@ -107,6 +113,7 @@ impl AlertMetric {
             Self::GpuMemory => "gpu_memory",
             Self::EmbeddingDrift => "embedding_drift",
             Self::SlotsFailed => "slots_failed",
+            Self::CanaryCosine => "canary_cosine",
         }
     }
 
@@ -121,6 +128,7 @@ impl AlertMetric {
             Self::ProcessMemory => "bytes",
             Self::EmbeddingDrift => "score",
             Self::SlotsFailed => "slots",
+            Self::CanaryCosine => "cosine",
         }
     }
 
@@ -128,7 +136,7 @@ impl AlertMetric {
     #[must_use]
     pub const fn direction(self) -> Direction {
         match self {
-            Self::Throughput | Self::CacheHitRate => Direction::Below,
+            Self::Throughput | Self::CacheHitRate | Self::CanaryCosine => Direction::Below,
             _ => Direction::Above,
         }
     }
@@ -136,7 +144,10 @@ impl AlertMetric {
     /// Whether the metric is a ratio in `0..=1`.
     #[must_use]
     pub const fn is_ratio(self) -> bool {
-        matches!(self, Self::CacheHitRate | Self::GpuMemory)
+        matches!(
+            self,
+            Self::CacheHitRate | Self::GpuMemory | Self::CanaryCosine
+        )
     }
 
     const fn index(self) -> usize {
@@ -611,6 +622,7 @@ impl AlertConfig {
     /// | `gpu_memory_critical` | gpu_memory | > 0.90 | 0 s | 0.05 | critical |
     /// | `embedding_drift_high` | embedding_drift | > 0.2 | 600 s | 0.05 | warning |
     /// | `slots_failed` | slots_failed | > 0 | 0 s | 0 | warning |
+    /// | `canary_cosine_low` | canary_cosine | < 0.9999 | 0 s | 0.00005 | critical |
     #[must_use]
     pub fn recommended_rules() -> Vec<AlertRule> {
         use AlertMetric as M;
@@ -680,6 +692,14 @@ impl AlertConfig {
                 S::Warning,
             ),
             rule("slots_failed", M::SlotsFailed, 0.0, 0, 0.0, S::Warning),
+            rule(
+                "canary_cosine_low",
+                M::CanaryCosine,
+                0.9999,
+                0,
+                0.00005,
+                S::Critical,
+            ),
         ]
     }
 }

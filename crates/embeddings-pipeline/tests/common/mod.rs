@@ -108,6 +108,12 @@ pub fn link_minilm(dst: &Path) {
     }
 }
 
+/// Copies the MiniLM folder into `dst` with one weight tensor changed
+/// (see [`embeddings_tests::altered_model`]).
+pub fn altered_minilm(dst: &Path, tensor: &str, change: fn(f32, usize) -> f32) {
+    embeddings_tests::altered_model(&minilm_dir(), dst, tensor, change);
+}
+
 /// The three temporal slots.
 pub const TEMPORAL: [ModelId; 3] = [
     ModelId::TemporalRecent,

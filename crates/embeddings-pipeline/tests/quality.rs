@@ -1,0 +1,129 @@
+//! The quality canary on real vectors: quiet on the real model, batch
+//! invariant, loud on a perturbed copy of it; and non-finite outputs are
+//! errors, never answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is a failed test
+
+mod common;
+
+use common::{altered_minilm, models_dir};
+use embeddings_health::HealthRule;
+use embeddings_pipeline::{CanaryFigure, EmbeddingPipeline, ErrorKind, ModelId, PipelineError};
+
+/// The tensor the tests alter: the token embeddings.
+const TENSOR: &str = "embeddings.word_embeddings.weight";
+
+#[test]
+fn the_canary_is_quiet_and_batch_invariant_on_the_real_model() {
+    let p = EmbeddingPipeline::builder()
+        .models_dir(models_dir())
+        .build()
+        .unwrap();
+    let first = p.run_canary().unwrap();
+    assert_eq!(first.probes, 32);
+    assert_eq!(first.slots.len(), 12, "every loaded slot");
+    for s in &first.slots {
+        assert!(s.cosine_to_startup > 1.0 - 1e-12, "{s:?}");
+        // The acceptance bound: batch invariance below 1e-5 on the CPU.
+        assert!(s.batch_deviation < 1e-5, "{s:?}");
+        println!("{:?} batch deviation {:e}", s.model, s.batch_deviation);
+    }
+    // The reference applies to the mean-pooled MiniLM slots, and holds.
+    let semantic = first
+        .slots
+        .iter()
+        .find(|s| s.model == ModelId::Semantic)
+        .unwrap();
+    let reference = semantic.cosine_to_reference.unwrap();
+    assert!(reference >= 0.9999, "{reference}");
+    let hdc = first
+        .slots
+        .iter()
+        .find(|s| s.model == ModelId::Hdc)
+        .unwrap();
+    assert_eq!(
+        hdc.cosine_to_reference, None,
+        "no reference for a built-in slot"
+    );
+    // The second run compares with the first; nothing moved.
+    let second = p.run_canary().unwrap();
+    for s in &second.slots {
+        assert!(s.cosine_to_startup > 1.0 - 1e-12, "{s:?}");
+    }
+    assert_eq!(p.canary_report(), Some(second));
+    let health = p.health();
+    assert!(health.reason(HealthRule::Canary).is_none(), "{health}");
+    // The canary moves no user figure.
+    let snap = p.metrics().snapshot();
+    assert_eq!(snap.embeddings_generated, 0);
+    assert_eq!(snap.cache_hits + snap.cache_misses, 0);
+}
+
+#[test]
+fn a_perturbed_weight_tensor_drops_the_canary_and_the_verdict_names_the_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    // ±3 % on every weight of one tensor, signs from the index's bits (no
+    // RNG): a plausible corruption that leaves every output finite (and
+    // every answer "successful").
+    altered_minilm(&dir.path().join("all-MiniLM-L6-v2"), TENSOR, |v, i| {
+        let sign = if (i.wrapping_mul(2_654_435_761) >> 7) & 1 == 0 {
+            1.0
+        } else {
+            -1.0
+        };
+        v * (1.0 + 0.03 * sign)
+    });
+    let p = EmbeddingPipeline::builder()
+        .models_dir(dir.path())
+        .only(&[ModelId::Semantic])
+        .build()
+        .unwrap();
+    let report = p.run_canary().unwrap();
+    let semantic = &report.slots[0];
+    let cosine = semantic.cosine_to_reference.unwrap();
+    println!("perturbed: cosine to reference {cosine}");
+    assert!(cosine < 0.9999, "{cosine}");
+    // Its own start-up vectors are the perturbed ones: only the reference
+    // can tell, which is why it ships.
+    assert!(semantic.cosine_to_startup > 1.0 - 1e-12);
+    let health = p.health();
+    let reason = health.reason(HealthRule::Canary).expect("a canary reason");
+    let text = reason.to_string();
+    assert!(text.contains("semantic"), "{text}");
+    assert!(
+        text.contains(CanaryFigure::CosineToReference.as_str()),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_non_finite_output_is_an_inference_error_counted_once_never_an_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    altered_minilm(&dir.path().join("all-MiniLM-L6-v2"), TENSOR, |v, i| {
+        if i == 0 { f32::NAN } else { v }
+    });
+    let p = EmbeddingPipeline::builder()
+        .models_dir(dir.path())
+        .only(&[ModelId::Semantic])
+        .build()
+        .unwrap();
+    let err = p
+        .embed_texts(&["hello world", "a second input"])
+        .unwrap_err();
+    assert!(matches!(err, PipelineError::Inference { .. }), "{err}");
+    assert!(err.to_string().contains("non-finite"), "{err}");
+    let snap = p.metrics().snapshot();
+    assert_eq!(
+        snap.errors_by_kind[&ErrorKind::Inference],
+        1,
+        "one failed pass"
+    );
+    assert_eq!(
+        snap.models[&ModelId::Semantic].errors_by_kind[&ErrorKind::Inference],
+        1
+    );
+    assert_eq!(snap.embeddings_generated, 0);
+    // The canary fails too rather than report NaN figures.
+    assert!(p.run_canary().is_err());
+    assert_eq!(p.canary_report(), None);
+}

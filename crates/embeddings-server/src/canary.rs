@@ -1,0 +1,226 @@
+//! The quality canary, scheduled: once as soon as the pipeline is loaded
+//! (those vectors are the start-up vectors later runs compare with), then
+//! every `--canary-interval-secs`, on a blocking thread, only while no user
+//! work is admitted (the token budget is empty), so it never displaces a
+//! request: a round that finds the pipeline busy for a whole interval is
+//! skipped and counted as such.
+//!
+//! What a run measures is `EmbeddingPipeline::run_canary`'s report, served
+//! at `GET /quality`, exported as the `embeddings_canary_*` families, judged
+//! by the health rule `canary` and watched by the alert `canary_cosine_low`.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use embeddings_metrics::{Counter, Encoder, Family, Labels};
+use embeddings_pipeline::CanaryReport;
+use serde::Serialize;
+
+use crate::app::{AppState, json_response, request_id};
+
+/// How often a waiting round checks whether the pipeline has become idle.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// Outcomes of a scheduled round, as the `outcome` label.
+const OUTCOMES: [&str; 3] = ["ok", "failed", "skipped_busy"];
+
+/// The schedule and what the rounds did.
+#[derive(Debug)]
+pub struct CanaryRunner {
+    /// `None`: the canary is off (`--canary-interval-secs 0`).
+    interval: Option<Duration>,
+    /// Rounds by outcome, in [`OUTCOMES`] order.
+    rounds: [Counter; 3],
+    /// The latest failed run's error and when, cleared by a successful run.
+    last_error: Mutex<Option<(DateTime<Utc>, String)>>,
+}
+
+impl CanaryRunner {
+    /// A runner with `interval` between rounds (`None`: off).
+    #[must_use]
+    pub fn new(interval: Option<Duration>) -> Self {
+        Self {
+            interval,
+            rounds: std::array::from_fn(|_| Counter::new()),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.rounds[i].inc();
+        }
+    }
+
+    fn last_error(&self) -> Option<(DateTime<Utc>, String)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_last_error(&self, error: Option<String>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error.map(|e| (Utc::now(), e));
+    }
+
+    /// Writes the canary families: rounds by outcome always; the figures of
+    /// the latest report, per slot, once there is one.
+    ///
+    /// # Errors
+    /// Only those of the underlying writer.
+    pub(crate) fn encode(
+        &self,
+        encoder: &mut Encoder<'_>,
+        prefix: &str,
+        report: Option<&CanaryReport>,
+    ) -> std::fmt::Result {
+        let family = |kind: fn(&str, &str) -> Result<Family, _>, name: &str, help: &str| {
+            kind(&format!("{prefix}{name}"), help).map_err(|_| std::fmt::Error)
+        };
+        let labels = |pairs: &[(&str, &str)]| {
+            Labels::new(pairs.iter().copied()).map_err(|_| std::fmt::Error)
+        };
+        let rounds = family(
+            Family::counter,
+            "canary_rounds",
+            "Scheduled quality-canary rounds by outcome: ok, failed (a computation failed), skipped_busy (user work admitted for a whole interval).",
+        )?;
+        let mut writer = encoder.family(&rounds)?;
+        for (outcome, counter) in OUTCOMES.iter().zip(&self.rounds) {
+            writer.counter(&labels(&[("outcome", outcome)])?, counter.get())?;
+        }
+        let cosine = family(
+            Family::gauge,
+            "canary_cosine",
+            "The latest canary run's smallest cosine per slot, against its start-up vectors or the shipped reference (sentence-transformers); no sample before the first run, or for a slot without a reference.",
+        )?;
+        let deviation = family(
+            Family::gauge,
+            "canary_batch_deviation",
+            "The latest canary run's largest relative deviation per slot between a probe embedded alone and in a batch; no sample before the first run.",
+        )?;
+        let completed = family(
+            Family::gauge,
+            "canary_last_success_timestamp_seconds",
+            "When the latest successful canary run finished, seconds since the Unix epoch; no sample before the first.",
+        )?;
+        let mut writer = encoder.family(&cosine)?;
+        for slot in report.iter().flat_map(|r| &r.slots) {
+            let model = slot.model.as_str();
+            writer.gauge(
+                &labels(&[("model", model), ("against", "startup")])?,
+                slot.cosine_to_startup,
+            )?;
+            if let Some(c) = slot.cosine_to_reference {
+                writer.gauge(&labels(&[("model", model), ("against", "reference")])?, c)?;
+            }
+        }
+        let mut writer = encoder.family(&deviation)?;
+        for slot in report.iter().flat_map(|r| &r.slots) {
+            writer.gauge(
+                &labels(&[("model", slot.model.as_str())])?,
+                slot.batch_deviation,
+            )?;
+        }
+        let mut writer = encoder.family(&completed)?;
+        if let Some(r) = report {
+            let seconds = r.completed_at.timestamp_millis() as f64 / 1e3;
+            writer.gauge(&Labels::empty(), seconds)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the canary rounds for as long as the server runs (returns at once
+/// when the canary is off).
+pub(crate) async fn run(state: Arc<AppState>) {
+    let Some(interval) = state.canary.interval else {
+        return;
+    };
+    // Wait for the pipeline; a failed load never gets a canary.
+    let pipeline = loop {
+        match state.pipeline.get() {
+            Some(crate::app::Loaded::Ready(p)) => break Arc::clone(p),
+            Some(crate::app::Loaded::Failed(_)) => return,
+            None => tokio::time::sleep(IDLE_POLL).await,
+        }
+    };
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::time::sleep(interval).await;
+        }
+        first = false;
+        // Only while no user work is admitted; give up the round after a
+        // whole interval of waiting.
+        let waited = tokio::time::Instant::now();
+        while pipeline.tokens_admitted() > 0 {
+            if waited.elapsed() >= interval {
+                break;
+            }
+            tokio::time::sleep(IDLE_POLL).await;
+        }
+        if pipeline.tokens_admitted() > 0 {
+            state.canary.count("skipped_busy");
+            continue;
+        }
+        let p = Arc::clone(&pipeline);
+        match tokio::task::spawn_blocking(move || p.run_canary()).await {
+            Ok(Ok(report)) => {
+                state.canary.count("ok");
+                state.canary.set_last_error(None);
+                if let Some((slot, figure, cosine)) = report.worst_cosine() {
+                    tracing::debug!(%slot, figure = figure.as_str(), cosine, "canary run");
+                }
+            }
+            Ok(Err(e)) => {
+                state.canary.count("failed");
+                tracing::error!(error = %e, "the quality canary failed");
+                state.canary.set_last_error(Some(e.to_string()));
+            }
+            Err(e) => {
+                state.canary.count("failed");
+                tracing::error!(error = %e, "the quality canary's thread stopped");
+                state.canary.set_last_error(Some(e.to_string()));
+            }
+        }
+    }
+}
+
+/// `GET /quality`'s answer.
+#[derive(Debug, Serialize)]
+struct QualityJson {
+    /// Seconds between scheduled runs; `null` when the canary is off.
+    canary_interval_seconds: Option<f64>,
+    /// The latest successful run; `null` before the first.
+    canary: Option<CanaryReport>,
+    /// The latest failed run's error and when (cleared by a success).
+    last_error: Option<ErrorJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorJson {
+    at: DateTime<Utc>,
+    error: String,
+}
+
+/// `GET /quality`.
+pub(crate) async fn quality(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let id = request_id(request.extensions());
+    let body = QualityJson {
+        canary_interval_seconds: state.canary.interval.map(|d| d.as_secs_f64()),
+        canary: state.ready().and_then(|p| p.canary_report()),
+        last_error: state
+            .canary
+            .last_error()
+            .map(|(at, error)| ErrorJson { at, error }),
+    };
+    json_response(StatusCode::OK, &id, &body)
+}
