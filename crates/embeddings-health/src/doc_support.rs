@@ -67,6 +67,7 @@ pub fn snapshot(now: DateTime<Utc>) -> MetricsSnapshot {
             cache_entries: Some(50_000),
         },
         inputs_served: 0,
+        empty_inputs: 0,
     }
 }
 

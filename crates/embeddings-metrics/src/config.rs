@@ -21,6 +21,10 @@ pub const DEFAULT_LATENCY_BOUNDS_US: [u64; 23] = [
     65_536_000,
 ];
 
+/// Exported bounds of the tokens-per-input histograms: powers of two from 4
+/// to 8192 (edges at every precision).
+pub const INPUT_TOKEN_BOUNDS: [u64; 12] = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192];
+
 /// Default exported batch-size bounds, items: powers of two up to 1024 (edges
 /// at every precision).
 pub const DEFAULT_BATCH_SIZE_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];

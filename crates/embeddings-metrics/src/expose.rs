@@ -41,7 +41,7 @@ use std::sync::atomic::Ordering;
 
 use embeddings_types::{ErrorKind, ModelId, Stage};
 
-use crate::config::MetricsConfig;
+use crate::config::{INPUT_TOKEN_BOUNDS, MetricsConfig};
 use crate::encode::{Encoder, ExportBounds, Family, Labels, Value};
 use crate::gauges::MemoryGauge;
 use crate::pipeline::PipelineMetrics;
@@ -149,6 +149,11 @@ pub(crate) struct Exposition {
     stage_latency: Family,
     batch_latency: Family,
     batch_size: Family,
+    empty_inputs: Family,
+    input_tokens: Family,
+    truncated_inputs: Family,
+    truncated_tokens: Family,
+    unknown_tokens: Family,
     /// Only the constant labels.
     none: Labels,
     model: [Labels; MODELS],
@@ -238,6 +243,27 @@ impl Exposition {
                 "batch_size",
                 "Items per processed batch.",
                 &ExportBounds::unchecked(&config.batch_size_bounds, 0, bits),
+            ),
+            empty_inputs: counter(
+                "empty_inputs",
+                "Inputs that were empty or only whitespace, accepted under [input] empty_text = \"embed\" (rejected ones are validation errors).",
+            ),
+            input_tokens: histogram(
+                "input_tokens",
+                "Tokens per computed input as each transformer slot's tokenizer saw it (special tokens included, before truncation).",
+                &ExportBounds::unchecked(&INPUT_TOKEN_BOUNDS, 0, bits),
+            ),
+            truncated_inputs: counter(
+                "truncated_inputs",
+                "Computed inputs longer than the slot's model takes, cut to fit ([input] truncation = \"truncate\").",
+            ),
+            truncated_tokens: counter(
+                "truncated_tokens",
+                "Tokens cut from truncated inputs, per slot.",
+            ),
+            unknown_tokens: counter(
+                "unknown_tokens",
+                "Tokens of computed inputs that were the tokenizer's unknown token ([UNK]), per slot.",
             ),
             none: labels(&[]),
             model: ModelId::ALL.map(|m| labels(&[("model", m.as_str())])),
@@ -336,6 +362,18 @@ impl PipelineMetrics {
                 f.counter(&x.model_kind[m][k], t.model_errors[m][k])?;
             }
         }
+        e.family(&x.empty_inputs)?
+            .counter(&x.none, t.empty_inputs)?;
+        for (family, values) in [
+            (&x.truncated_inputs, &t.model_truncated_inputs),
+            (&x.truncated_tokens, &t.model_truncated_tokens),
+            (&x.unknown_tokens, &t.model_unknown_tokens),
+        ] {
+            let mut f = e.family(family)?;
+            for model in ModelId::ALL {
+                f.counter(&x.model[model.index()], values[model.index()])?;
+            }
+        }
 
         // --- gauges ---
         // An average of no sample is unknown: no series, never 0.
@@ -392,6 +430,10 @@ impl PipelineMetrics {
             .histogram(&x.none, &self.batch_latency)?;
         e.family(&x.batch_size)?
             .histogram(&x.none, &self.batch_size)?;
+        let mut f = e.family(&x.input_tokens)?;
+        for model in ModelId::ALL {
+            f.histogram(&x.model[model.index()], &self.input_tokens[model.index()])?;
+        }
         Ok(())
     }
 }

@@ -87,7 +87,7 @@ mod window;
 pub use clock::{Clock, ManualClock};
 pub use config::{
     DEFAULT_BATCH_SIZE_BOUNDS, DEFAULT_EMA_ALPHA, DEFAULT_LATENCY_BOUNDS_US, DEFAULT_PREFIX,
-    MAX_EXPORTED_BOUNDS, MetricsConfig,
+    INPUT_TOKEN_BOUNDS, MAX_EXPORTED_BOUNDS, MetricsConfig,
 };
 pub use counter::Counter;
 pub use encode::{Encoder, ExportBounds, Family, FamilyWriter, Labels, Value, escape_label_value};

@@ -38,6 +38,10 @@ pub(crate) struct Counters {
     pub(crate) errors: [AtomicU64; KINDS],
     pub(crate) model_requests: [AtomicU64; MODELS],
     pub(crate) model_errors: [[AtomicU64; KINDS]; MODELS],
+    pub(crate) empty_inputs: AtomicU64,
+    pub(crate) model_truncated_inputs: [AtomicU64; MODELS],
+    pub(crate) model_truncated_tokens: [AtomicU64; MODELS],
+    pub(crate) model_unknown_tokens: [AtomicU64; MODELS],
 }
 
 fn zeros<const N: usize>() -> [AtomicU64; N] {
@@ -57,6 +61,10 @@ impl Counters {
             errors: zeros(),
             model_requests: zeros(),
             model_errors: std::array::from_fn(|_| zeros()),
+            empty_inputs: AtomicU64::new(0),
+            model_truncated_inputs: zeros(),
+            model_truncated_tokens: zeros(),
+            model_unknown_tokens: zeros(),
         }
     }
 }
@@ -96,6 +104,10 @@ pub(crate) struct Totals {
     pub(crate) errors: [u64; KINDS],
     pub(crate) model_requests: [u64; MODELS],
     pub(crate) model_errors: [[u64; KINDS]; MODELS],
+    pub(crate) empty_inputs: u64,
+    pub(crate) model_truncated_inputs: [u64; MODELS],
+    pub(crate) model_truncated_tokens: [u64; MODELS],
+    pub(crate) model_unknown_tokens: [u64; MODELS],
 }
 
 impl Totals {
@@ -117,6 +129,16 @@ impl Totals {
         }
         for (vs, cells) in self.model_errors.iter_mut().zip(&c.model_errors) {
             for (v, cell) in vs.iter_mut().zip(cells) {
+                f(v, cell);
+            }
+        }
+        f(&mut self.empty_inputs, &c.empty_inputs);
+        for (values, cells) in [
+            (&mut self.model_truncated_inputs, &c.model_truncated_inputs),
+            (&mut self.model_truncated_tokens, &c.model_truncated_tokens),
+            (&mut self.model_unknown_tokens, &c.model_unknown_tokens),
+        ] {
+            for (v, cell) in values.iter_mut().zip(cells) {
                 f(v, cell);
             }
         }
@@ -219,6 +241,8 @@ pub struct PipelineMetrics {
     pub(crate) stage_latency: [Histogram; STAGES],
     pub(crate) batch_latency: Histogram,
     pub(crate) batch_size: Histogram,
+    /// Tokens per computed input, per slot (before truncation).
+    pub(crate) input_tokens: [Histogram; MODELS],
     pub(crate) gauges: Gauges,
     /// Families, label sets and `le` texts of the exposition, prepared once.
     pub(crate) exposition: Exposition,
@@ -287,6 +311,7 @@ impl PipelineMetrics {
             stage_latency: std::array::from_fn(|_| histogram()),
             batch_latency: histogram(),
             batch_size: histogram(),
+            input_tokens: std::array::from_fn(|_| histogram()),
             gauges: Gauges::new(),
             render_hint: AtomicU64::new(0),
             config,
@@ -531,6 +556,42 @@ impl PipelineMetrics {
         }
     }
 
+    /// Records one computed input as `model`'s tokenizer saw it: `tokens`
+    /// (special tokens included, before truncation), of which `dropped` were
+    /// cut to fit the model (the input counts as truncated when `dropped >
+    /// 0`) and `unknown` were the tokenizer's unknown token. Called once per
+    /// input and slot, by the tokenization stage.
+    #[inline]
+    pub fn record_input_tokens(&self, model: ModelId, tokens: u64, dropped: u64, unknown: u64) {
+        let i = model.index();
+        if let Some(h) = self.input_tokens.get(i) {
+            h.record(tokens);
+        }
+        let (shard, stripe) = self.stripe();
+        let c = &stripe.counters;
+        if dropped > 0 {
+            if let Some(cell) = c.model_truncated_inputs.get(i) {
+                shard.add(cell, 1);
+            }
+            if let Some(cell) = c.model_truncated_tokens.get(i) {
+                shard.add(cell, dropped);
+            }
+        }
+        if unknown > 0
+            && let Some(cell) = c.model_unknown_tokens.get(i)
+        {
+            shard.add(cell, unknown);
+        }
+    }
+
+    /// Counts one input that was empty or only whitespace (accepted: a
+    /// rejected one is a `validation` error).
+    #[inline]
+    pub fn record_empty_input(&self) {
+        let (shard, stripe) = self.stripe();
+        shard.add(&stripe.counters.empty_inputs, 1);
+    }
+
     /// Counts a request routed to `model`.
     #[inline]
     pub fn record_model_request(&self, model: ModelId) {
@@ -687,6 +748,7 @@ impl PipelineMetrics {
             .into_iter()
             .chain(&self.model_latency)
             .chain(&self.stage_latency)
+            .chain(&self.input_tokens)
     }
 }
 

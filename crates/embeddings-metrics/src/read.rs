@@ -115,6 +115,10 @@ impl PipelineMetrics {
                     errors_by_kind: by_kind(errors),
                     avg_latency_us: self.model_ema[i].get_within(self.model_latency[i].min_max()),
                     latency: self.model_latency[i].snapshot(),
+                    input_tokens: self.input_tokens[i].snapshot(),
+                    truncated_inputs: t.model_truncated_inputs[i],
+                    truncated_tokens: t.model_truncated_tokens[i],
+                    unknown_tokens: t.model_unknown_tokens[i],
                 };
                 (*m, snap)
             })
@@ -152,6 +156,7 @@ impl PipelineMetrics {
             throughput_60s: rates.throughput_60s,
             gauges: self.gauges.snapshot(),
             inputs_served: t.inputs_served,
+            empty_inputs: t.empty_inputs,
         }
     }
 }

@@ -79,7 +79,7 @@ fn golden_openmetrics_counter_and_histogram_families() {
     m.record_cache_hit();
     m.record_batch(8, 1_000);
     let text = m.render_openmetrics();
-    assert!(text.ends_with("t_batch_size_count 1\n# EOF\n"));
+    assert!(text.ends_with("t_input_tokens_count{model=\"late_interaction\"} 0\n# EOF\n"));
     assert_eq!(
         family(&text, "t_cache_hits"),
         "# HELP t_cache_hits Embedding-cache hits.\n\

@@ -518,3 +518,40 @@ proptest! {
         prop_assert!(lo as f64 <= s.mean_latency_us && s.mean_latency_us <= hi as f64);
     }
 }
+
+#[test]
+fn input_telemetry_is_counted_per_slot_once_per_call() {
+    let m = PipelineMetrics::new();
+    m.record_input_tokens(ModelId::Semantic, 300, 44, 2);
+    m.record_input_tokens(ModelId::Semantic, 10, 0, 0);
+    m.record_input_tokens(ModelId::Code, 300, 44, 0);
+    m.record_empty_input();
+    let snap = m.snapshot();
+    let semantic = &snap.models[&ModelId::Semantic];
+    assert_eq!(
+        (
+            semantic.truncated_inputs,
+            semantic.truncated_tokens,
+            semantic.unknown_tokens
+        ),
+        (1, 44, 2)
+    );
+    assert_eq!(
+        (semantic.input_tokens.count, semantic.input_tokens.sum),
+        (2, 310)
+    );
+    assert_eq!(snap.models[&ModelId::Code].truncated_inputs, 1);
+    assert_eq!(snap.models[&ModelId::Hdc].input_tokens.count, 0);
+    assert_eq!(snap.empty_inputs, 1);
+    let text = m.render_prometheus();
+    assert!(text.contains("embeddings_truncated_inputs_total{model=\"semantic\"} 1\n"));
+    assert!(text.contains("embeddings_truncated_tokens_total{model=\"semantic\"} 44\n"));
+    assert!(text.contains("embeddings_unknown_tokens_total{model=\"semantic\"} 2\n"));
+    assert!(text.contains("embeddings_empty_inputs_total 1\n"));
+    assert!(text.contains("embeddings_input_tokens_bucket{model=\"semantic\",le=\"256.0\"} 1\n"));
+    m.reset();
+    let snap = m.snapshot();
+    assert_eq!(snap.models[&ModelId::Semantic].truncated_inputs, 0);
+    assert_eq!(snap.models[&ModelId::Semantic].input_tokens.count, 0);
+    assert_eq!(snap.empty_inputs, 0);
+}

@@ -87,7 +87,17 @@ impl Request {
         let items: Vec<Item> = inputs
             .into_iter()
             .enumerate()
-            .map(|(index, input)| engine.prepare(index, input, &resolved))
+            .map(|(index, input)| {
+                let empty = input.text.trim().is_empty();
+                let item = engine.prepare(index, input, &resolved);
+                if empty
+                    && item.error.is_none()
+                    && let Some(m) = engine.rec()
+                {
+                    m.record_empty_input();
+                }
+                item
+            })
             .collect();
         if mode == Mode::AllOrNothing
             && let Some(e) = items.iter().find_map(|it| it.error.clone())

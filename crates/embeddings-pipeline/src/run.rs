@@ -90,6 +90,16 @@ impl Engine {
                 let ids = match enc.get(pos) {
                     Some(Ok(t)) => {
                         let full = tok.full_len(t);
+                        if let Some(m) = rec
+                            && (full <= ckpt.max_len
+                                || self.config.input.truncation == TruncationPolicy::Truncate)
+                        {
+                            let dropped = full.saturating_sub(ckpt.max_len) as u64;
+                            let unknown = tok.unknown_count(t) as u64;
+                            for &(slot, _) in plan.slots.iter().filter(|(s, _)| run.contains(*s)) {
+                                m.record_input_tokens(slot, full as u64, dropped, unknown);
+                            }
+                        }
                         if full > ckpt.max_len {
                             if self.config.input.truncation == TruncationPolicy::Reject {
                                 item.error = Some(PipelineError::InvalidInput {

@@ -23,6 +23,8 @@ pub(crate) struct TextTokenizer {
     /// Special tokens the post-processor adds to a single sequence.
     specials: usize,
     vocab_size: usize,
+    /// The id of the unknown token (`[UNK]` or `<unk>`), if the vocabulary has one.
+    unk_id: Option<u32>,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -56,11 +58,13 @@ impl TextTokenizer {
             .encode_fast("", true)
             .map_err(|e| err(e.to_string()))?;
         let vocab_size = inner.get_vocab_size(true);
+        let unk_id = ["[UNK]", "<unk>"].iter().find_map(|t| inner.token_to_id(t));
         Ok(Self {
             inner,
             path: path.to_owned(),
             specials: empty.len(),
             vocab_size,
+            unk_id,
         })
     }
 
@@ -90,6 +94,18 @@ impl TextTokenizer {
     }
 
     /// Number of tokens the model would see without truncation.
+    /// How many of the content tokens are the unknown token.
+    pub(crate) fn unknown_count(&self, tokens: &Tokens) -> usize {
+        self.unk_id.map_or(0, |unk| {
+            tokens
+                .content
+                .get_ids()
+                .iter()
+                .filter(|id| **id == unk)
+                .count()
+        })
+    }
+
     pub(crate) fn full_len(&self, tokens: &Tokens) -> usize {
         tokens.content.len() + self.specials
     }

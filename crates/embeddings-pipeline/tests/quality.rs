@@ -127,3 +127,43 @@ fn a_non_finite_output_is_an_inference_error_counted_once_never_an_answer() {
     assert!(p.run_canary().is_err());
     assert_eq!(p.canary_report(), None);
 }
+
+#[test]
+fn input_telemetry_counts_a_scripted_workload_exactly() {
+    let p = EmbeddingPipeline::builder()
+        .models_dir(models_dir())
+        .only(&[ModelId::Semantic])
+        .build()
+        .unwrap();
+    // MiniLM takes 256 tokens. "word " × n is n content tokens + [CLS]/[SEP].
+    let long = |n: usize| "word ".repeat(n);
+    let (a, b, c) = (long(300), long(254), long(400));
+    // 302 tokens (46 cut), 256 (fits exactly), 402 (146 cut); two foxes the
+    // vocabulary cannot spell; one whitespace-only input.
+    let inputs = [
+        a.as_str(),
+        b.as_str(),
+        c.as_str(),
+        "🦊 and 🦊",
+        "   ",
+        "short",
+    ];
+    p.embed_texts(&inputs).unwrap();
+    let snap = p.metrics().snapshot();
+    let semantic = &snap.models[&ModelId::Semantic];
+    assert_eq!(semantic.truncated_inputs, 2);
+    assert_eq!(semantic.truncated_tokens, 46 + 146);
+    assert_eq!(semantic.unknown_tokens, 2);
+    assert_eq!(semantic.input_tokens.count, 6);
+    assert_eq!(semantic.input_tokens.max, 402);
+    assert_eq!(snap.empty_inputs, 1);
+    // Only the slots that ran.
+    assert_eq!(snap.models[&ModelId::Code].input_tokens.count, 0);
+    // The same inputs again come from the cache: not tokenized, not counted.
+    p.embed_texts(&inputs).unwrap();
+    let again = p.metrics().snapshot();
+    assert_eq!(again.models[&ModelId::Semantic].truncated_inputs, 2);
+    assert_eq!(again.models[&ModelId::Semantic].input_tokens.count, 6);
+    // ... but an empty input is counted each time it is sent.
+    assert_eq!(again.empty_inputs, 2);
+}

@@ -63,6 +63,20 @@ pub struct ModelSnapshot {
     pub avg_latency_us: u64,
     /// Distribution of this slot's latency, µs.
     pub latency: HistogramSnapshot,
+    /// Tokens per computed input as this slot's tokenizer saw them (special
+    /// tokens included, before truncation); transformer slots only.
+    #[serde(default)]
+    pub input_tokens: HistogramSnapshot,
+    /// Computed inputs longer than this slot's model takes, cut to fit.
+    #[serde(default)]
+    pub truncated_inputs: u64,
+    /// Tokens cut from those inputs.
+    #[serde(default)]
+    pub truncated_tokens: u64,
+    /// Tokens of computed inputs that were the tokenizer's unknown token
+    /// (`[UNK]`): text the vocabulary cannot represent.
+    #[serde(default)]
+    pub unknown_tokens: u64,
 }
 
 /// Point-in-time gauges. Memory figures are `None` until a caller has set
@@ -157,4 +171,9 @@ pub struct MetricsSnapshot {
     /// however many slots it returned). Absent in older JSON: 0.
     #[serde(default)]
     pub inputs_served: u64,
+    /// Inputs that were empty or only whitespace, accepted under
+    /// `[input] empty_text = "embed"` (rejected ones are `validation`
+    /// errors). Absent in older JSON: 0.
+    #[serde(default)]
+    pub empty_inputs: u64,
 }

@@ -251,6 +251,10 @@ prop_compose! {
                     errors_by_kind: ErrorKind::ALL.iter().map(|k| (*k, counters[3])).collect(),
                     avg_latency_us: counters[4],
                     latency: h,
+                    input_tokens: h,
+                    truncated_inputs: counters[5],
+                    truncated_tokens: counters[6],
+                    unknown_tokens: counters[7],
                 }))
                 .collect(),
             errors_by_kind: BTreeMap::new(),
@@ -269,6 +273,7 @@ prop_compose! {
                 cache_entries: None,
             },
             inputs_served: counters[0],
+            empty_inputs: counters[1],
         }
     }
 }
