@@ -323,11 +323,6 @@ fn the_prometheus_alerts_agree_with_the_in_process_rules() {
     use embeddings_health::{AlertConfig, AlertMetric, Direction};
     let rules = read("ops/prometheus/rules.yml");
     for rule in AlertConfig::recommended_rules() {
-        // Drift is a figure of the drift monitor (not exported yet): the
-        // in-process engine is told it; Prometheus cannot see it.
-        if rule.metric() == AlertMetric::EmbeddingDrift {
-            continue;
-        }
         let name = prometheus_name(rule.name());
         let block = alert_block(&rules, &name)
             .unwrap_or_else(|| panic!("{} has no Prometheus alert {name}", rule.name()));

@@ -23,7 +23,7 @@ use crate::registry::{Backend, ModelRegistry, SlotState};
 use crate::request::{self, Caller, Mode, Request};
 use crate::ticket::EmbedTicket;
 use crate::tokenize::TokenInfo;
-use embeddings_types::{CanaryReport, ModelId};
+use embeddings_types::{CanaryReport, DriftReport, ModelId};
 
 /// The twelve-slot embedding pipeline. `Send + Sync`; every method takes
 /// `&self`.
@@ -539,6 +539,18 @@ impl EmbeddingPipeline {
     pub fn run_canary(&self) -> Result<CanaryReport, PipelineError> {
         let probes = ProbeSet::shipped().map_err(PipelineError::Canary)?;
         self.canary.run(&self.engine, &probes)
+    }
+
+    /// The output-drift figures now: for each loaded dense slot, its recent
+    /// outputs against its first ones (`[quality] drift_window` of each; see
+    /// [`DriftReport`] and `docs/metrics.md`, "Output drift"). Computed on
+    /// the calling thread from copies of the windows (a few milliseconds);
+    /// recording never waits for it.
+    #[must_use]
+    pub fn drift_report(&self) -> DriftReport {
+        let e = &*self.engine;
+        e.drift
+            .report(ModelId::ALL.into_iter().filter(|id| e.loaded.contains(*id)))
     }
 
     /// The latest canary report; `None` before the first run completes.

@@ -66,6 +66,8 @@ pub struct PipelineConfig {
     /// (the `embeddings-health` policy; defaults are the spec's: 10 of 12
     /// slots, GPU memory below 90 %, fewer than 10 errors a minute).
     pub health: HealthPolicySpec,
+    /// The output-drift monitor.
+    pub quality: QualityConfig,
     /// Run one short input through every loaded slot at build time, so the
     /// first request does not pay for lazy initialisation and
     /// [`is_warmed_up`](crate::EmbeddingPipeline::is_warmed_up) is true once
@@ -91,6 +93,7 @@ impl Default for PipelineConfig {
             batching: BatchingConfig::default(),
             cache: CacheConfig::default(),
             health: HealthPolicySpec::default(),
+            quality: QualityConfig::default(),
             warm_up: true,
         }
     }
@@ -168,6 +171,24 @@ pub const DEFAULT_MAX_RESPONSE_FLOATS: usize = 1 << 23;
 pub const MAX_TOKEN_BUDGET: usize = 1 << 30;
 /// Upper bound of `batching.max_response_floats`.
 pub const MAX_RESPONSE_FLOATS: usize = 1 << 30;
+
+/// `[quality]`: the output-drift monitor (see `EmbeddingPipeline::drift_report`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QualityConfig {
+    /// Vectors in each window, per dense slot: the reference window is the
+    /// first `drift_window` computed outputs after start, the recent window
+    /// the last `drift_window`. The memory bound is two windows of shared
+    /// vector handles per slot (each distinct vector stored once: at the
+    /// default, 512 MiniLM vectors are 0.75 MiB). Default 256; 16..=4096.
+    pub drift_window: usize,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self { drift_window: 256 }
+    }
+}
 
 /// `[cache]`: the content-addressed embedding cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -570,6 +591,7 @@ impl PipelineConfig {
             1..=MAX_RESPONSE_FLOATS,
         )?;
         in_range("cache.max_bytes", self.cache.max_bytes, 0..=MAX_CACHE_BYTES)?;
+        in_range("quality.drift_window", self.quality.drift_window, 16..=4096)?;
         in_range(
             "temporal.half_lives_hours (entries)",
             t.half_lives_hours.len(),

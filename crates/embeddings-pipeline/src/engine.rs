@@ -125,6 +125,8 @@ pub(crate) struct Engine {
     pub(crate) record: bool,
     pub(crate) cache: Option<EmbeddingCache>,
     pub(crate) health_policy: HealthPolicy,
+    /// The output-drift monitor, fed by each request's computed outputs.
+    pub(crate) drift: crate::drift::DriftMonitor,
     pub(crate) state: RuntimeState,
     /// Test builds only: makes every forward pass fail, to test how a real
     /// inference failure is counted.

@@ -221,6 +221,7 @@ mod cache_manager;
 mod canary;
 mod config;
 mod device;
+mod drift;
 mod engine;
 mod error;
 mod fusion;
@@ -244,14 +245,14 @@ pub use config::{
     DEFAULT_MAX_RESPONSE_FLOATS, DEFAULT_MODEL, DEFAULT_MODEL_DIR, DEFAULT_TOKEN_BUDGET,
     DeviceKind, EmptyTextPolicy, FusionConfig, HdcConfig, InputConfig, LateInteractionConfig,
     MAX_CACHE_BYTES, MAX_DIM, MAX_ITEMS, MAX_QUEUE, MAX_RESPONSE_FLOATS, MAX_SEQ, MAX_TOKEN_BUDGET,
-    MAX_TOKENS, MAX_WAIT_MS, MAX_WORKERS, ModelSource, PipelineConfig, Pooling, SlotConfig,
-    TemporalConfig, TruncationPolicy, is_transformer_slot,
+    MAX_TOKENS, MAX_WAIT_MS, MAX_WORKERS, ModelSource, PipelineConfig, Pooling, QualityConfig,
+    SlotConfig, TemporalConfig, TruncationPolicy, is_transformer_slot,
 };
 pub use device::cuda_driver_present;
 pub use embeddings_health::{HealthPolicySpec, HealthReport};
 pub use embeddings_metrics::PipelineMetrics;
 pub use embeddings_types::{
-    CanaryFigure, CanaryReport, ErrorKind, ModelId, OutputKind, SlotCanary,
+    CanaryFigure, CanaryReport, DriftReport, ErrorKind, ModelId, OutputKind, SlotCanary, SlotDrift,
 };
 pub use error::{InputError, LoadError, PipelineError};
 pub use input::EmbedInput;

@@ -359,6 +359,7 @@ impl Engine {
             .health
             .build()
             .map_err(|e| LoadError::Config(format!("[health]: {e}")))?;
+        let drift_window = config.quality.drift_window;
         Ok(Self {
             config,
             device,
@@ -376,6 +377,7 @@ impl Engine {
             record,
             cache,
             health_policy,
+            drift: crate::drift::DriftMonitor::new(drift_window),
             state: RuntimeState::new(),
             #[cfg(test)]
             fail_forward: std::sync::atomic::AtomicBool::new(false),

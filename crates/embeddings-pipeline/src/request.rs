@@ -248,6 +248,9 @@ impl Request {
                     if let Some(k) = key {
                         fresh.push((k, v.clone()));
                     }
+                    if rec.is_some() {
+                        engine.drift.observe(v);
+                    }
                     if let (Some(m), Some(t)) = (rec, done_at) {
                         let latency = t.saturating_duration_since(submitted);
                         match &request_id {

@@ -167,3 +167,92 @@ fn input_telemetry_counts_a_scripted_workload_exactly() {
     // ... but an empty input is counted each time it is sent.
     assert_eq!(again.empty_inputs, 2);
 }
+
+/// `n` strings of random printable characters (a fixed LCG: the same every run).
+fn gibberish(n: usize) -> Vec<String> {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        (state >> 33) as usize
+    };
+    let alphabet: Vec<char> = "abcdefghijklmnopqrstuvwxyzXQZ0123456789#$%&*+/<=>@^_|~"
+        .chars()
+        .collect();
+    (0..n)
+        .map(|_| {
+            let len = 20 + next() % 40;
+            (0..len)
+                .map(|i| {
+                    if i % 7 == 6 {
+                        ' '
+                    } else {
+                        alphabet[next() % alphabet.len()]
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_drift_score_rises_on_a_shifted_workload_and_falls_back_after() {
+    let data: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../benches/data/sentences.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    // Stable English: the bench sentences, short and long alternately.
+    let english: Vec<String> = data["short"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(data["long"].as_array().unwrap())
+        .flat_map(|(s, l)| {
+            [
+                s.as_str().unwrap().to_owned(),
+                l.as_str().unwrap().to_owned(),
+            ]
+        })
+        .collect();
+    let mut config = embeddings_pipeline::PipelineConfig::default();
+    config.quality.drift_window = 64;
+    let p = EmbeddingPipeline::builder()
+        .config(config)
+        .models_dir(models_dir())
+        .only(&[ModelId::Semantic])
+        .build()
+        .unwrap();
+    let score = |p: &EmbeddingPipeline| {
+        let r = p.drift_report();
+        let s = r
+            .slots
+            .iter()
+            .find(|s| s.model == ModelId::Semantic)
+            .unwrap()
+            .clone();
+        println!("{s:?}");
+        s.drift_score
+    };
+    let embed = |texts: &[String]| {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        p.embed_texts(&refs).unwrap();
+    };
+    embed(&english[..32]);
+    assert_eq!(score(&p), None, "unknown until both windows are full");
+    embed(&english[32..64]);
+    embed(&english[64..128]);
+    let stable = score(&p).unwrap();
+    embed(&gibberish(64));
+    let shifted = score(&p).unwrap();
+    embed(&english[128..192]);
+    let back = score(&p).unwrap();
+    println!("stable {stable} shifted {shifted} back {back}");
+    assert!(stable < 0.2, "{stable}");
+    assert!(shifted > 0.2, "{shifted}");
+    assert!(back < 0.2, "{back}");
+}

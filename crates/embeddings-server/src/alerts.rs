@@ -1,5 +1,7 @@
 //! The in-process alert engine, running: evaluated every
-//! `--alert-interval-secs` from the same metrics snapshot `/health` reads,
+//! `--alert-interval-secs` from the same metrics snapshot `/health` reads
+//! (plus the canary's worst cosine and the output-drift score, computed
+//! here),
 //! its state served at `GET /alerts` and exported as
 //! `embeddings_alert_state{alert,severity}`, each state change logged.
 //! The rules are `embeddings-health`'s recommended set unless
@@ -104,7 +106,14 @@ impl Alerts {
     /// of slots that failed to load (unknown while loading).
     pub fn evaluate(&self, state: &AppState) {
         let snapshot = state.metrics.snapshot();
-        let mut values = MetricValues::from_snapshot(&snapshot, None);
+        // The drift report is computed here, on this schedule, and kept for
+        // /metrics and /quality (scrapes never pay for it).
+        let drift = state.ready().map(|p| p.drift_report());
+        let worst = drift.as_ref().and_then(|r| r.worst()).map(|(_, d)| d);
+        if let Some(report) = drift {
+            state.quality.set_drift(report);
+        }
+        let mut values = MetricValues::from_snapshot(&snapshot, worst);
         let slots = state.slot_states();
         if slots.iter().all(|(_, s)| *s != "loading") {
             let failed = slots.iter().filter(|(_, s)| *s == "failed").count();
@@ -174,7 +183,9 @@ pub(crate) async fn run(state: Arc<AppState>, interval: std::time::Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        state.alerts.evaluate(&state);
+        // Off the async workers: the drift figures take milliseconds.
+        let s = Arc::clone(&state);
+        let _ = tokio::task::spawn_blocking(move || s.alerts.evaluate(&s)).await;
     }
 }
 

@@ -133,7 +133,7 @@ pub struct AppState {
     /// The in-process alert engine (`GET /alerts`).
     pub alerts: crate::alerts::Alerts,
     /// The quality canary's schedule and outcomes (`GET /quality`).
-    pub canary: crate::canary::CanaryRunner,
+    pub quality: crate::quality::Quality,
 }
 
 impl AppState {
@@ -159,7 +159,7 @@ impl AppState {
             memory_limit: None,
             tei_slot: ModelId::Semantic,
             alerts: crate::alerts::Alerts::new(embeddings_health::AlertConfig::default()),
-            canary: crate::canary::CanaryRunner::new(None),
+            quality: crate::quality::Quality::new(None),
             auth: None,
             protect_observability: false,
         })
@@ -322,7 +322,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Endpoint::Info => get(ops::info),
             Endpoint::Alerts => get(crate::alerts::alerts),
             Endpoint::Livez => get(ops::livez),
-            Endpoint::Quality => get(crate::canary::quality),
+            Endpoint::Quality => get(crate::quality::quality),
             Endpoint::Readyz => get(ops::readyz),
             Endpoint::Startupz => get(ops::startupz),
             Endpoint::Other => continue,

@@ -45,7 +45,9 @@ pub fn render_metrics(state: &AppState, format: Format) -> String {
         state.alerts.encode(&mut encoder, prefix)?;
         crate::state_families::encode(&mut encoder, prefix, state)?;
         let report = state.ready().and_then(|p| p.canary_report());
-        state.canary.encode(&mut encoder, prefix, report.as_ref())?;
+        state
+            .quality
+            .encode(&mut encoder, prefix, report.as_ref())?;
         encoder.finish()
     })();
     if result.is_err() {

@@ -177,7 +177,7 @@ pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
     state.memory_limit = crate::memory_limit::read(&args.cgroup_root);
     tracing::info!(limit_bytes = ?state.memory_limit, "memory limit");
     state.tei_slot = args.tei_slot;
-    state.canary = crate::canary::CanaryRunner::new(
+    state.quality = crate::quality::Quality::new(
         (args.canary_interval_secs > 0).then(|| Duration::from_secs(args.canary_interval_secs)),
     );
     if let Some(path) = &args.alert_rules {
@@ -243,7 +243,7 @@ pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
         }
     });
     tokio::spawn(housekeeping(Arc::clone(&state)));
-    tokio::spawn(crate::canary::run(Arc::clone(&state)));
+    tokio::spawn(crate::quality::run_canary(Arc::clone(&state)));
     tokio::spawn(crate::alerts::run(
         Arc::clone(&state),
         Duration::from_secs(args.alert_interval_secs),

@@ -117,11 +117,12 @@ fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>
 #[test]
 fn prometheus_scrapes_evaluates_every_rule_and_fires_on_our_figures() {
     let dir = tempfile::tempdir().unwrap();
-    // The injected fault: the `code` slot bound to a model that is not there.
+    // The injected fault: the `code` slot bound to a model that is not there;
+    // a small drift window, so the workload below fills it.
     let pipeline = dir.path().join("pipeline.toml");
     std::fs::write(
         &pipeline,
-        "[models.code]\npath = \"no-such-model\"\n[slots.code]\nmodel = \"code\"\n",
+        "[models.code]\npath = \"no-such-model\"\n[slots.code]\nmodel = \"code\"\n[quality]\ndrift_window = 16\n",
     )
     .unwrap();
     // A fake cgroup with quotas and counters, so the throttling and memory

@@ -143,6 +143,14 @@ fn a_perturbed_model_fires_the_canary_and_the_real_one_stays_quiet() {
         a["value"].as_f64().map(|_| a)
     });
     assert_eq!(alert["state"], "inactive", "{alert}");
+    // The drift report is there from the first alert evaluation, with its
+    // window and sampling; no figure until the windows fill.
+    let drift = wait_for("a drift report", || {
+        let q = good.get("/quality").json();
+        (!q["drift"].is_null()).then_some(q["drift"].clone())
+    });
+    assert_eq!(drift["window"], 256, "{drift}");
+    assert_eq!(drift["pairs"], 2048, "{drift}");
     // A second round ran (every 2 s) and counted as ok.
     wait_for("a second canary round", || {
         let text = good.get("/metrics").text();

@@ -42,5 +42,5 @@ pub use error::TypesError;
 pub use health::{CacheFigures, ComponentHealth, GpuMemory, HealthStatus};
 pub use labels::{ErrorKind, Stage};
 pub use model::{ModelId, OutputKind};
-pub use quality::{CanaryFigure, CanaryReport, SlotCanary};
+pub use quality::{CanaryFigure, CanaryReport, DriftReport, SlotCanary, SlotDrift};
 pub use snapshot::{GaugeSnapshot, HistogramSnapshot, MetricsSnapshot, ModelSnapshot};

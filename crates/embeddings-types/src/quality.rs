@@ -125,3 +125,66 @@ fn worst_low(x: f64) -> f64 {
 fn worst_high(x: f64) -> f64 {
     if x.is_nan() { f64::INFINITY } else { x }
 }
+
+/// What the output-drift monitor sees in one dense slot: its recent outputs
+/// against its reference outputs (the first ones after start). Every figure
+/// is `None` until both windows are full: unknown is never a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotDrift {
+    /// The slot.
+    pub model: ModelId,
+    /// Vectors in the reference window (the first computed after start).
+    pub reference_size: usize,
+    /// Vectors in the recent window (the last computed).
+    pub recent_size: usize,
+    /// Cosine between the two windows' mean vectors: 1 when the outputs are
+    /// centred where they were.
+    pub centroid_cosine: Option<f64>,
+    /// Mean cosine between pairs of recent vectors (anisotropy: how much
+    /// of the space the outputs use; near 1 means they all look alike).
+    pub mean_pairwise_cosine: Option<f64>,
+    /// The same over the reference window.
+    pub reference_mean_pairwise_cosine: Option<f64>,
+    /// The two-sample Kolmogorov–Smirnov statistic between the pairwise
+    /// cosines of the two windows (0: the same distribution; 1: disjoint).
+    pub similarity_ks: Option<f64>,
+    /// `max(similarity_ks, 1 − centroid_cosine)`: the slot's drift score.
+    pub drift_score: Option<f64>,
+    /// Mean length of the recent vectors before normalisation (`None` for
+    /// slots that report none).
+    pub mean_norm: Option<f64>,
+    /// The same over the reference window.
+    pub reference_mean_norm: Option<f64>,
+}
+
+/// The output-drift monitor's figures for every dense slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftReport {
+    /// When the figures were computed.
+    pub computed_at: DateTime<Utc>,
+    /// The window size (`[quality] drift_window`).
+    pub window: usize,
+    /// Pairs of vectors sampled in each window for the pairwise figures.
+    pub pairs: usize,
+    /// The seed of that sampling (fixed: the same windows give the same figures).
+    pub seed: u64,
+    /// One entry per loaded dense slot, in slot order.
+    pub slots: Vec<SlotDrift>,
+    /// Mean non-zero entries per input of the `sparse` slot over its recent
+    /// window; `None` without sparse outputs.
+    pub sparse_mean_nonzeros: Option<f64>,
+    /// The same over its reference window.
+    pub sparse_reference_mean_nonzeros: Option<f64>,
+}
+
+impl DriftReport {
+    /// The largest drift score of any slot, with the slot; `None` while no
+    /// slot has one.
+    #[must_use]
+    pub fn worst(&self) -> Option<(ModelId, f64)> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.drift_score.map(|d| (s.model, d)))
+            .max_by(|a, b| worst_high(a.1).total_cmp(&worst_high(b.1)))
+    }
+}

@@ -1,4 +1,7 @@
-//! The quality canary, scheduled: once as soon as the pipeline is loaded
+//! Quality figures in the server: the output-drift report, computed at each
+//! alert evaluation (`alerts.rs`, on a blocking thread) and kept for
+//! `/metrics` and `GET /quality`; and the quality canary, scheduled: once as
+//! soon as the pipeline is loaded
 //! (those vectors are the start-up vectors later runs compare with), then
 //! every `--canary-interval-secs`, on a blocking thread, only while no user
 //! work is admitted (the token budget is empty), so it never displaces a
@@ -17,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use embeddings_metrics::{Counter, Encoder, Family, Labels};
-use embeddings_pipeline::CanaryReport;
+use embeddings_pipeline::{CanaryReport, DriftReport, SlotDrift};
 use serde::Serialize;
 
 use crate::app::{AppState, json_response, request_id};
@@ -28,18 +31,20 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Outcomes of a scheduled round, as the `outcome` label.
 const OUTCOMES: [&str; 3] = ["ok", "failed", "skipped_busy"];
 
-/// The schedule and what the rounds did.
+/// The canary's schedule and what its rounds did, and the latest drift report.
 #[derive(Debug)]
-pub struct CanaryRunner {
+pub struct Quality {
     /// `None`: the canary is off (`--canary-interval-secs 0`).
     interval: Option<Duration>,
     /// Rounds by outcome, in [`OUTCOMES`] order.
     rounds: [Counter; 3],
     /// The latest failed run's error and when, cleared by a successful run.
     last_error: Mutex<Option<(DateTime<Utc>, String)>>,
+    /// The latest drift report (computed at each alert evaluation).
+    drift: Mutex<Option<DriftReport>>,
 }
 
-impl CanaryRunner {
+impl Quality {
     /// A runner with `interval` between rounds (`None`: off).
     #[must_use]
     pub fn new(interval: Option<Duration>) -> Self {
@@ -47,7 +52,21 @@ impl CanaryRunner {
             interval,
             rounds: std::array::from_fn(|_| Counter::new()),
             last_error: Mutex::new(None),
+            drift: Mutex::new(None),
         }
+    }
+
+    /// Keeps `report` as the latest drift report.
+    pub(crate) fn set_drift(&self, report: DriftReport) {
+        *self.drift.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
+    }
+
+    /// The latest drift report; `None` before the first evaluation.
+    pub(crate) fn drift(&self) -> Option<DriftReport> {
+        self.drift
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn count(&self, outcome: &str) {
@@ -134,14 +153,71 @@ impl CanaryRunner {
             let seconds = r.completed_at.timestamp_millis() as f64 / 1e3;
             writer.gauge(&Labels::empty(), seconds)?;
         }
+        self.encode_drift(encoder, prefix)
+    }
+
+    /// Writes the drift families from the latest report: a sample per slot
+    /// only for the figures it has (none until both windows are full).
+    fn encode_drift(&self, encoder: &mut Encoder<'_>, prefix: &str) -> std::fmt::Result {
+        let drift = self.drift();
+        let slots = drift.iter().flat_map(|r| &r.slots);
+        type Figure = fn(&SlotDrift) -> Option<f64>;
+        let figures: [(&str, &str, Figure); 5] = [
+            (
+                "drift_score",
+                "Output drift per dense slot: max(similarity KS, 1 - centroid cosine) between the recent and the reference window; no sample until both are full.",
+                |s| s.drift_score,
+            ),
+            (
+                "drift_centroid_cosine",
+                "Cosine between the mean vectors of the recent and the reference window, per dense slot.",
+                |s| s.centroid_cosine,
+            ),
+            (
+                "drift_similarity_ks",
+                "Kolmogorov-Smirnov statistic between the pairwise cosines of the recent and the reference window, per dense slot.",
+                |s| s.similarity_ks,
+            ),
+            (
+                "output_mean_pairwise_cosine",
+                "Mean cosine between pairs of recent outputs (anisotropy), per dense slot.",
+                |s| s.mean_pairwise_cosine,
+            ),
+            (
+                "output_mean_norm",
+                "Mean length of the recent outputs before normalisation, per dense slot that reports one; no sample before the first output.",
+                |s| s.mean_norm,
+            ),
+        ];
+        for (name, help, figure) in figures {
+            let family =
+                Family::gauge(&format!("{prefix}{name}"), help).map_err(|_| std::fmt::Error)?;
+            let mut writer = encoder.family(&family)?;
+            for slot in slots.clone() {
+                if let Some(v) = figure(slot) {
+                    let labels = Labels::new([("model", slot.model.as_str())])
+                        .map_err(|_| std::fmt::Error)?;
+                    writer.gauge(&labels, v)?;
+                }
+            }
+        }
+        let family = Family::gauge(
+            &format!("{prefix}sparse_mean_nonzeros"),
+            "Mean non-zero entries per output of the sparse slot over its recent window; no sample before the first.",
+        )
+        .map_err(|_| std::fmt::Error)?;
+        let mut writer = encoder.family(&family)?;
+        if let Some(n) = drift.as_ref().and_then(|r| r.sparse_mean_nonzeros) {
+            writer.gauge(&Labels::empty(), n)?;
+        }
         Ok(())
     }
 }
 
 /// Runs the canary rounds for as long as the server runs (returns at once
 /// when the canary is off).
-pub(crate) async fn run(state: Arc<AppState>) {
-    let Some(interval) = state.canary.interval else {
+pub(crate) async fn run_canary(state: Arc<AppState>) {
+    let Some(interval) = state.quality.interval else {
         return;
     };
     // Wait for the pipeline; a failed load never gets a canary.
@@ -168,27 +244,27 @@ pub(crate) async fn run(state: Arc<AppState>) {
             tokio::time::sleep(IDLE_POLL).await;
         }
         if pipeline.tokens_admitted() > 0 {
-            state.canary.count("skipped_busy");
+            state.quality.count("skipped_busy");
             continue;
         }
         let p = Arc::clone(&pipeline);
         match tokio::task::spawn_blocking(move || p.run_canary()).await {
             Ok(Ok(report)) => {
-                state.canary.count("ok");
-                state.canary.set_last_error(None);
+                state.quality.count("ok");
+                state.quality.set_last_error(None);
                 if let Some((slot, figure, cosine)) = report.worst_cosine() {
                     tracing::debug!(%slot, figure = figure.as_str(), cosine, "canary run");
                 }
             }
             Ok(Err(e)) => {
-                state.canary.count("failed");
+                state.quality.count("failed");
                 tracing::error!(error = %e, "the quality canary failed");
-                state.canary.set_last_error(Some(e.to_string()));
+                state.quality.set_last_error(Some(e.to_string()));
             }
             Err(e) => {
-                state.canary.count("failed");
+                state.quality.count("failed");
                 tracing::error!(error = %e, "the quality canary's thread stopped");
-                state.canary.set_last_error(Some(e.to_string()));
+                state.quality.set_last_error(Some(e.to_string()));
             }
         }
     }
@@ -203,6 +279,8 @@ struct QualityJson {
     canary: Option<CanaryReport>,
     /// The latest failed run's error and when (cleared by a success).
     last_error: Option<ErrorJson>,
+    /// The output-drift figures at the last alert evaluation; `null` before it.
+    drift: Option<DriftReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -215,12 +293,13 @@ struct ErrorJson {
 pub(crate) async fn quality(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let id = request_id(request.extensions());
     let body = QualityJson {
-        canary_interval_seconds: state.canary.interval.map(|d| d.as_secs_f64()),
+        canary_interval_seconds: state.quality.interval.map(|d| d.as_secs_f64()),
         canary: state.ready().and_then(|p| p.canary_report()),
         last_error: state
-            .canary
+            .quality
             .last_error()
             .map(|(at, error)| ErrorJson { at, error }),
+        drift: state.quality.drift(),
     };
     json_response(StatusCode::OK, &id, &body)
 }
