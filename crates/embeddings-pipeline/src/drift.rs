@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::Utc;
 use embeddings_types::{DriftReport, ModelId, SlotDrift};
 
+use crate::fusion::Fusion;
 use crate::output::{MultiEmbedding, SlotOutput};
 use crate::rng::{SplitMix64, derive};
 
@@ -69,12 +70,30 @@ impl<T: Clone> Windows<T> {
     }
 }
 
+/// Inputs kept for the fused vector's neighbourhood check.
+pub(crate) const FUSED_SAMPLES: usize = 64;
+
+/// Neighbours compared per input in that check.
+pub(crate) const NEIGHBOURS: usize = 5;
+
+/// One input in both spaces: the gated concatenation the projection maps,
+/// and the fused vector it made.
+#[derive(Debug)]
+struct FusedSample {
+    gated: Vec<f32>,
+    fused: Vec<f32>,
+}
+
 /// The monitor (see the [module docs](self)).
 #[derive(Debug)]
 pub(crate) struct DriftMonitor {
     size: usize,
     dense: [Mutex<Windows<Sample>>; ModelId::COUNT],
     sparse_nonzeros: Mutex<Windows<u32>>,
+    /// The last [`FUSED_SAMPLES`] inputs with a fused vector, every fourth
+    /// one sampled (building the gated input costs a few microseconds).
+    fused: Mutex<VecDeque<FusedSample>>,
+    observed: std::sync::atomic::AtomicU64,
 }
 
 impl DriftMonitor {
@@ -83,11 +102,30 @@ impl DriftMonitor {
             size,
             dense: std::array::from_fn(|_| Mutex::new(Windows::default())),
             sparse_nonzeros: Mutex::new(Windows::default()),
+            fused: Mutex::new(VecDeque::new()),
+            observed: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Samples one computed output.
-    pub(crate) fn observe(&self, out: &MultiEmbedding) {
+    /// Samples one computed output (`fusion`: the pipeline's fusion step,
+    /// for the fused vector's neighbourhood check).
+    pub(crate) fn observe(&self, out: &MultiEmbedding, fusion: Option<&Fusion>) {
+        let n = self
+            .observed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n.is_multiple_of(4)
+            && let (Some(fusion), Some(fused)) = (fusion, out.fused())
+            && let Some(gated) = fusion.gated_input(&out.slots)
+            && let Ok(mut ring) = self.fused.try_lock()
+        {
+            if ring.len() == FUSED_SAMPLES {
+                ring.pop_front();
+            }
+            ring.push_back(FusedSample {
+                gated,
+                fused: fused.to_vec(),
+            });
+        }
         for (slot, output) in out.iter() {
             match output {
                 SlotOutput::Dense(v) => {
@@ -133,6 +171,10 @@ impl DriftMonitor {
         let mean = |v: &[u32]| {
             (!v.is_empty()).then(|| v.iter().map(|n| f64::from(*n)).sum::<f64>() / v.len() as f64)
         };
+        let fused_neighbour_overlap = {
+            let ring = self.fused.lock().unwrap_or_else(PoisonError::into_inner);
+            (ring.len() == FUSED_SAMPLES).then(|| neighbour_overlap(&ring))
+        };
         DriftReport {
             computed_at: Utc::now(),
             window: self.size,
@@ -141,6 +183,7 @@ impl DriftMonitor {
             slots: out,
             sparse_mean_nonzeros: mean(&recent),
             sparse_reference_mean_nonzeros: mean(&reference),
+            fused_neighbour_overlap,
         }
     }
 
@@ -240,6 +283,47 @@ fn pair_cosines(window: &[Sample], seed: u64) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// The mean share of each sample's [`NEIGHBOURS`] nearest others (by
+/// cosine) in the gated space that are also its nearest in the fused space:
+/// 1 when the projection keeps every neighbourhood.
+fn neighbour_overlap(samples: &VecDeque<FusedSample>) -> f64 {
+    let n = samples.len();
+    let k = NEIGHBOURS.min(n.saturating_sub(1));
+    if k == 0 {
+        return 1.0;
+    }
+    let unit = |v: &[f32]| -> Vec<f64> {
+        let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        v.iter()
+            .map(|x| {
+                if norm > 0.0 {
+                    f64::from(*x) / norm
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let gated: Vec<Vec<f64>> = samples.iter().map(|s| unit(&s.gated)).collect();
+    let fused: Vec<Vec<f64>> = samples.iter().map(|s| unit(&s.fused)).collect();
+    let nearest = |space: &[Vec<f64>], i: usize| -> Vec<usize> {
+        let mut others: Vec<(usize, f64)> = (0..n)
+            .filter(|j| *j != i)
+            .map(|j| (j, space[i].iter().zip(&space[j]).map(|(a, b)| a * b).sum()))
+            .collect();
+        // Ties broken by index, so the figure is deterministic.
+        others.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        others.into_iter().take(k).map(|(j, _)| j).collect()
+    };
+    let shared: usize = (0..n)
+        .map(|i| {
+            let a = nearest(&gated, i);
+            nearest(&fused, i).iter().filter(|j| a.contains(j)).count()
+        })
+        .sum();
+    shared as f64 / (n * k) as f64
 }
 
 /// The two-sample Kolmogorov–Smirnov statistic: the largest distance

@@ -180,6 +180,27 @@ impl Fusion {
         }
     }
 
+    /// The gated input the Johnson–Lindenstrauss projection maps: each
+    /// present slot's view scaled by its gate (the space whose neighbourhoods
+    /// the fused vector should keep). `None` for a trained projection, or
+    /// when a slot that feeds the fusion is missing from `row`.
+    pub(crate) fn gated_input(
+        &self,
+        row: &[Option<SlotOutput>; ModelId::COUNT],
+    ) -> Option<Vec<f32>> {
+        let Mode::Static(srht) = &self.mode else {
+            return None;
+        };
+        let mut x = vec![0f32; self.d_in];
+        for &(id, off, w) in &self.blocks {
+            self.view(row[id.index()].as_ref()?, w, &mut x[off..off + w]);
+        }
+        for (v, g) in x.iter_mut().zip(&srht.signed_gates) {
+            *v *= g.abs();
+        }
+        Some(x)
+    }
+
     /// Fuses a chunk; `rows[b][slot]` are the slot outputs of item `b`.
     pub(crate) fn fuse(
         &self,

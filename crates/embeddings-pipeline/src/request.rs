@@ -249,7 +249,7 @@ impl Request {
                         fresh.push((k, v.clone()));
                     }
                     if rec.is_some() {
-                        engine.drift.observe(v);
+                        engine.drift.observe(v, engine.fusion.as_ref());
                     }
                     if let (Some(m), Some(t)) = (rec, done_at) {
                         let latency = t.saturating_duration_since(submitted);

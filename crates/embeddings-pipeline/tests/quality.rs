@@ -256,3 +256,40 @@ fn the_drift_score_rises_on_a_shifted_workload_and_falls_back_after() {
     assert!(shifted > 0.2, "{shifted}");
     assert!(back < 0.2, "{back}");
 }
+
+#[test]
+fn the_fused_projection_keeps_neighbourhoods_and_says_how_well() {
+    let data: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../benches/data/sentences.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let short: Vec<&str> = data["short"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let p = EmbeddingPipeline::builder()
+        .models_dir(models_dir())
+        .build()
+        .unwrap();
+    assert_eq!(
+        p.drift_report().fused_neighbour_overlap,
+        None,
+        "unknown before 64 samples"
+    );
+    // Every fourth computed input is sampled: 256 inputs fill the 64.
+    for round in 0..2 {
+        let texts: Vec<String> = short.iter().map(|s| format!("{s} ({round})")).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        p.embed_texts(&refs).unwrap();
+    }
+    let overlap = p.drift_report().fused_neighbour_overlap.unwrap();
+    println!("fused neighbour overlap {overlap}");
+    assert!((0.0..=1.0).contains(&overlap));
+    assert!(overlap > 0.5, "{overlap}");
+}

@@ -202,6 +202,15 @@ impl Quality {
             }
         }
         let family = Family::gauge(
+            &format!("{prefix}fused_neighbour_overlap"),
+            "Share of each sampled input's 5 nearest neighbours in the gated concatenation kept in the fused space (64 inputs); no sample until 64, with fusion off, or with a trained projection.",
+        )
+        .map_err(|_| std::fmt::Error)?;
+        let mut writer = encoder.family(&family)?;
+        if let Some(v) = drift.as_ref().and_then(|r| r.fused_neighbour_overlap) {
+            writer.gauge(&Labels::empty(), v)?;
+        }
+        let family = Family::gauge(
             &format!("{prefix}sparse_mean_nonzeros"),
             "Mean non-zero entries per output of the sparse slot over its recent window; no sample before the first.",
         )

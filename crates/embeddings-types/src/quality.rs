@@ -175,6 +175,13 @@ pub struct DriftReport {
     pub sparse_mean_nonzeros: Option<f64>,
     /// The same over its reference window.
     pub sparse_reference_mean_nonzeros: Option<f64>,
+    /// The fused vector's neighbourhood preservation: over the last 64
+    /// inputs with a fused vector (every fourth sampled), the mean share of
+    /// each one's 5 nearest others (cosine) in the gated concatenation that
+    /// are also its 5 nearest in the fused space — what the
+    /// Johnson–Lindenstrauss projection promises, measured. `None` until 64
+    /// are sampled, with fusion off, or with a trained projection.
+    pub fused_neighbour_overlap: Option<f64>,
 }
 
 impl DriftReport {
