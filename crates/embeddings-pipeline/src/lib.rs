@@ -116,6 +116,11 @@
 //! min_models_loaded = 10
 //! max_gpu_memory_fraction = 0.9
 //! max_error_rate_per_minute = 10.0
+//! min_canary_cosine = 0.9999      # the quality canary's bound (rule `canary`)
+//! max_canary_batch_deviation = 0.0001
+//!
+//! [quality]
+//! drift_window = 256              # outputs in each drift window, per dense slot
 //! ```
 //!
 //! Every numeric key has a range, checked at build time
@@ -130,7 +135,8 @@
 //! `fusion.sparse_hash_dim`, `late_interaction.project_dim` 1..=[`MAX_DIM`],
 //! `temporal.positional_dim` 2..=[`MAX_DIM`] (even); `hdc.max_ngram` 1..=8;
 //! `temporal.periodic_harmonics` 1..=1024; up to 64 half-lives;
-//! `fusion.top_k` 1..=12; `models.*.max_seq_length` 1..=[`MAX_SEQ`]. A
+//! `fusion.top_k` 1..=12; `quality.drift_window` 16..=4096;
+//! `models.*.max_seq_length` 1..=[`MAX_SEQ`]. A
 //! model's `config.json` is held to ranges too (e.g. `num_hidden_layers`
 //! 1..=256, `hidden_size` 1..=16384).
 //!
