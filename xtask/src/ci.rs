@@ -54,24 +54,25 @@ pub(crate) fn run() -> Result {
     println!("\n==> xtask ci: fetch-models");
     fetch_models::run()?;
 
-    step(
-        "test",
-        &["test", "--workspace"],
-        &[
-            ("EMBEDDINGS_PROMTOOL", &promtool),
-            ("EMBEDDINGS_AMTOOL", &amtool),
-        ],
-    )?;
+    let test_env = [
+        ("EMBEDDINGS_PROMTOOL", promtool.as_str()),
+        ("EMBEDDINGS_AMTOOL", amtool.as_str()),
+    ];
+    step("test", &["test", "--workspace"], &test_env)?;
 
     // The real client libraries (openai, huggingface_hub, LlamaIndex) against
     // the real server binary: the proof that we are a drop-in for OpenAI's
     // embeddings API and for Text Embeddings Inference.
     println!("\n==> xtask ci: python: py-setup");
     let venv_python = python::ensure_venv()?;
+    // The server binary the test step built (its integration tests run it).
+    // The same command with `--no-run` finds it up to date; `cargo build -p
+    // embeddings-server` would resolve other features (no dev-dependencies)
+    // and rebuild most of the tree, minutes on two cores.
     step(
-        "python: server build",
-        &["build", "-p", "embeddings-server"],
-        &[],
+        "python: server build (the test step's)",
+        &["test", "--workspace", "--no-run"],
+        &test_env,
     )?;
     let server = target_dir(&root).join("debug").join("embeddings-server");
     println!(
