@@ -268,19 +268,10 @@ fn pair_cosines(window: &[Sample], seed: u64) -> Vec<f64> {
         .map(|_| {
             let i = rng.next_u64() % n;
             let j = (i + 1 + rng.next_u64() % (n - 1)) % n;
-            let (a, b) = (&window[i as usize].vector, &window[j as usize].vector);
-            let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-            for (x, y) in a.iter().zip(b.iter()) {
-                let (x, y) = (f64::from(*x), f64::from(*y));
-                ab += x * y;
-                aa += x * x;
-                bb += y * y;
-            }
-            if aa == 0.0 || bb == 0.0 {
-                0.0
-            } else {
-                ab / (aa.sqrt() * bb.sqrt())
-            }
+            f64::from(crate::output::cosine(
+                &window[i as usize].vector,
+                &window[j as usize].vector,
+            ))
         })
         .collect()
 }

@@ -168,6 +168,15 @@ fn input_telemetry_counts_a_scripted_workload_exactly() {
     assert_eq!(again.empty_inputs, 2);
 }
 
+/// The bench inputs, `{"short": [...], "long": [...]}`.
+fn bench_sentences() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../benches/data/sentences.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// `n` strings of random printable characters (a fixed LCG: the same every run).
 fn gibberish(n: usize) -> Vec<String> {
     let mut state: u64 = 0x2545_F491_4F6C_DD1D;
@@ -198,14 +207,7 @@ fn gibberish(n: usize) -> Vec<String> {
 
 #[test]
 fn the_drift_score_rises_on_a_shifted_workload_and_falls_back_after() {
-    let data: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../benches/data/sentences.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let data = bench_sentences();
     // Stable English: the bench sentences, short and long alternately.
     let english: Vec<String> = data["short"]
         .as_array()
@@ -259,14 +261,7 @@ fn the_drift_score_rises_on_a_shifted_workload_and_falls_back_after() {
 
 #[test]
 fn the_fused_projection_keeps_neighbourhoods_and_says_how_well() {
-    let data: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../benches/data/sentences.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let data = bench_sentences();
     let short: Vec<&str> = data["short"]
         .as_array()
         .unwrap()

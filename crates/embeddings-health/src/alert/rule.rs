@@ -1,4 +1,9 @@
 //! [`AlertMetric`], [`Severity`], [`AlertRule`] and [`AlertConfig`].
+//!
+//! # Size
+//! ~700 lines: the metric enum, the rule and the config with its
+//! validation and the recommended rule table belong together (the table is
+//! checked against the same validation); the engine is in `engine.rs`.
 
 use std::collections::HashSet;
 use std::fmt;
