@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates benches/.venv (git-ignored) with pinned torch + sentence-transformers
-# from PyPI, for the PyTorch baseline in benches/python/. Idempotent: if the
+# and onnxruntime from PyPI, for the PyTorch and ONNX Runtime baselines in
+# benches/python/ (and make_canary.py). Idempotent: if the
 # venv already has the pinned versions it does nothing.
 #
 # Usage: bash benches/python/setup.sh        (from anywhere)
@@ -26,15 +27,17 @@ command -v "$py" >/dev/null 2>&1 || die "'$py' not found. Install Python >= 3.10
 # Expected versions, read from requirements.txt (single source of truth).
 want_torch="$(sed -n 's/^torch==//p' "$req")"
 want_st="$(sed -n 's/^sentence-transformers==//p' "$req")"
+want_ort="$(sed -n 's/^onnxruntime==//p' "$req")"
 
 venv_ok() {
     [[ -x "$venv/bin/python" ]] || return 1
-    "$venv/bin/python" - "$want_torch" "$want_st" <<'PY' >/dev/null 2>&1
+    "$venv/bin/python" - "$want_torch" "$want_st" "$want_ort" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
-import torch, sentence_transformers, tokenizers  # noqa: F401  (import must work)
+import torch, sentence_transformers, tokenizers, onnxruntime, onnx  # noqa: F401  (import must work)
 assert version("torch") == sys.argv[1], version("torch")
 assert version("sentence-transformers") == sys.argv[2]
+assert version("onnxruntime") == sys.argv[3]
 PY
 }
 
@@ -44,7 +47,7 @@ if [[ "${FORCE:-0}" == "1" && -d "$venv" ]]; then
 fi
 
 if venv_ok; then
-    say "venv at $venv already has torch==$want_torch and sentence-transformers==$want_st; nothing to do."
+    say "venv at $venv already has torch==$want_torch, sentence-transformers==$want_st and onnxruntime==$want_ort; nothing to do."
     exit 0
 fi
 
@@ -83,7 +86,7 @@ size="$(du -sh "$venv" 2>/dev/null | cut -f1)"
 say "done in $((end - start)) s; venv size $size"
 "$venv/bin/python" - <<'PY'
 from importlib.metadata import version
-for p in ("torch", "sentence-transformers", "transformers", "tokenizers", "numpy"):
+for p in ("torch", "sentence-transformers", "transformers", "tokenizers", "numpy", "onnxruntime", "onnx"):
     print(f"[setup]   {p}=={version(p)}")
 PY
-say "next: $venv/bin/python $here/st_throughput.py"
+say "next: bash $benches/compare.sh"

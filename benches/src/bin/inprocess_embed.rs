@@ -2,18 +2,21 @@
 //! benchmark sends (the first `BATCH` short sentences of
 //! `benches/data/sentences.json`, Semantic slot only, no fused vector, cache
 //! off), submitted through the pipeline's queue by `CONCURRENCY` threads for
-//! `SECONDS`; prints requests/s and sentences/s as one JSON line.
+//! `SECONDS`; prints requests/s, sentences/s and the p50 / p99 latency of a
+//! request (submit to answer, nearest rank) as one JSON line.
 //!
 //! ```text
 //! inprocess_embed MODELS_DIR SENTENCES_JSON BATCH SECONDS CONCURRENCY
 //! ```
+//!
+//! `BENCH_CONFIG` adds TOML to the pipeline's configuration (e.g.
+//! `BENCH_CONFIG=$'[batching]\nmax_wait_ms = 0'`).
 
 use std::process::ExitCode;
 
 /// The server's allocator, so this runs like the service does.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use embeddings_pipeline::{EmbedInput, EmbedOptions, EmbeddingPipeline, ModelId, PipelineConfig};
@@ -28,8 +31,10 @@ fn run(args: &[String]) -> Result<String, String> {
     let (batch, seconds, concurrency) =
         (parse(batch)?, parse(seconds)?, parse(concurrency)?.max(1));
     let short = embeddings_benches::sentences(data, "short", batch)?;
-    let config =
-        PipelineConfig::from_toml_str("[cache]\nmax_bytes = 0\n").map_err(|e| e.to_string())?;
+    // `BENCH_CONFIG`: more TOML (e.g. `[batching]` settings) to compare.
+    let extra = std::env::var("BENCH_CONFIG").unwrap_or_default();
+    let config = PipelineConfig::from_toml_str(&format!("[cache]\nmax_bytes = 0\n{extra}\n"))
+        .map_err(|e| e.to_string())?;
     let pipeline = EmbeddingPipeline::builder()
         .models_dir(models)
         .config(config)
@@ -50,30 +55,50 @@ fn run(args: &[String]) -> Result<String, String> {
             .wait()
             .map_err(|e| e.to_string())?;
     }
-    let done = AtomicU64::new(0);
     let deadline = Instant::now() + Duration::from_secs(seconds as u64);
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..concurrency {
-            s.spawn(|| {
-                while Instant::now() < deadline {
-                    let ok = pipeline
-                        .submit(request(), options.clone())
-                        .and_then(|t| t.wait())
-                        .is_ok();
-                    if ok {
-                        done.fetch_add(1, Ordering::Relaxed);
+    // Each thread keeps the latency of its answered requests.
+    let mut latencies: Vec<Duration> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..concurrency)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let ok = pipeline
+                            .submit(request(), options.clone())
+                            .and_then(|t| t.wait())
+                            .is_ok();
+                        if ok {
+                            mine.push(t.elapsed());
+                        }
                     }
-                }
-            });
-        }
+                    mine
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_default())
+            .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let requests = done.load(Ordering::Relaxed) as f64;
+    latencies.sort_unstable();
+    let requests = latencies.len() as f64;
+    // Nearest rank, in milliseconds; null when nothing was answered.
+    let quantile = |q: f64| {
+        let rank = ((q * requests).ceil() as usize).clamp(1, latencies.len().max(1));
+        latencies.get(rank - 1).map_or_else(
+            || "null".to_owned(),
+            |d| format!("{:.3}", d.as_secs_f64() * 1e3),
+        )
+    };
     Ok(format!(
-        "{{\"requests_per_s\": {:.3}, \"sentences_per_s\": {:.3}, \"batch\": {batch}, \"concurrency\": {concurrency}, \"seconds\": {elapsed:.2}}}\n",
+        "{{\"requests_per_s\": {:.3}, \"sentences_per_s\": {:.3}, \"p50_ms\": {}, \"p99_ms\": {}, \"batch\": {batch}, \"concurrency\": {concurrency}, \"seconds\": {elapsed:.2}}}\n",
         requests / elapsed,
-        requests * batch as f64 / elapsed
+        requests * batch as f64 / elapsed,
+        quantile(0.5),
+        quantile(0.99),
     ))
 }
 

@@ -11,6 +11,10 @@
 //! A diagnostic, not a benchmark: criterion's `pipeline` bench gives the
 //! throughput figures of `BENCHMARKS.md`.
 //!
+//! `STAGE_CONFIG` adds TOML to that configuration (e.g.
+//! `STAGE_CONFIG=$'[batching]\nmax_wait_ms = 0'`), to compare one setting
+//! with its default.
+//!
 //! It runs with the server's global allocator (mimalloc). With
 //! `STAGE_PILOT=1` it first builds a throwaway pipeline (kept alive), the
 //! comparison behind `BENCHMARKS.md`'s "Allocator" table, whose glibc rows
@@ -42,8 +46,13 @@ fn run(args: &[String]) -> Result<String, String> {
         .into_iter()
         .map(EmbedInput::new)
         .collect();
-    let config = PipelineConfig::from_toml_str("max_batch_size = 128\n[cache]\nmax_bytes = 0\n")
-        .map_err(|e| e.to_string())?;
+    // `STAGE_CONFIG`: more TOML for the pipeline (e.g. `[batching]
+    // max_wait_ms = 0`), to compare one setting with its default.
+    let extra = std::env::var("STAGE_CONFIG").unwrap_or_default();
+    let config = PipelineConfig::from_toml_str(&format!(
+        "max_batch_size = 128\n[cache]\nmax_bytes = 0\n{extra}\n"
+    ))
+    .map_err(|e| e.to_string())?;
     let mut builder = EmbeddingPipeline::builder()
         .models_dir(models)
         .config(config)

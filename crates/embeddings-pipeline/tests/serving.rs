@@ -653,7 +653,7 @@ fn batching_and_cache_configuration_is_validated() {
     assert!(!c.warm_up);
     let d = PipelineConfig::default();
     assert_eq!(d.gather_limit(), 32);
-    assert_eq!(d.batching.max_wait_ms, 5);
+    assert_eq!(d.batching.max_wait_ms, 0);
     for (text, needle) in [
         ("[batching]\nqueue_capacity = 0", "queue_capacity"),
         ("[batching]\nworkers = 0", "workers"),
