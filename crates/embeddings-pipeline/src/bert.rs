@@ -5,17 +5,19 @@
 //! * Q, K and V are one matmul against a concatenated `[hidden, 3·hidden]`
 //!   weight; the `1/√d` attention scale is folded into the Q weight and bias
 //!   at load time.
-//! * each matmul is one call of the `gemm` kernel through `matmul.rs` (not
+//! * each matmul is a call of the `gemm` kernel through `matmul.rs` (not
 //!   candle's `Tensor::matmul`, which re-reads `/proc/cpuinfo` on every
-//!   call); products too small to pay for a thread hand-off stay on the
-//!   calling thread;
+//!   call);
+//! * every step of a pass is split across one thread team (`team.rs`):
+//!   products by columns below `ROW_SPLIT_MIN_ROWS` rows and by rows above,
+//!   row passes by rows, attention by items; the helpers wake once per
+//!   pass, not once per step;
 //! * one pass adds the QKV bias and splits the heads, one adds bias +
 //!   residual and layer-norms, one adds bias and applies the exact (erf)
 //!   GELU (`bert_kernels.rs`);
 //! * attention runs per `(input, head)` item over the input's real tokens
 //!   only: padding keys would get probability 0 and padding queries only
 //!   feed padding rows, which the heads drop (their context rows stay 0);
-//!   items run in parallel when there is enough work;
 //! * the buffers of a forward pass are allocated once per pass, not per op.
 //!
 //! CPU only: other devices use candle's `BertModel` (see `transformer.rs`).

@@ -130,7 +130,7 @@ pub struct BatchingConfig {
     /// one, so batches still grow under load, and a lone request never
     /// waits. A 5 ms window measured 11.1 ms p50 for one short sentence at
     /// concurrency 1 against 6.1 ms with 0, and 184 against 284 requests/s
-    /// at concurrency 4 (`BENCHMARKS.md`, "CPU: where batch-1 time went").
+    /// at concurrency 4 (`BENCHMARKS.md`, "CPU against ONNX Runtime").
     pub max_wait_ms: u64,
     /// Worker threads running inference. Default 1: candle already spreads
     /// one forward pass over every core, so more workers mostly add

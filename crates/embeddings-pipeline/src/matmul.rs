@@ -5,7 +5,7 @@
 //! asks `num_cpus::get_physical()` for its thread count on every matmul,
 //! which reads and parses `/proc/cpuinfo`: 36 reads per MiniLM forward pass,
 //! measured at ~30 % of the wall time of a one-sentence call on the project
-//! machine (`BENCHMARKS.md`, "CPU: where batch-1 time went"). Here the
+//! machine (`BENCHMARKS.md`, "CPU against ONNX Runtime"). Here the
 //! products run on the calling thread and `team.rs` splits them across
 //! threads.
 

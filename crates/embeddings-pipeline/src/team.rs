@@ -4,7 +4,7 @@
 //! A MiniLM forward pass of one short sentence is ~40 small steps (products
 //! of 16 rows, row passes). Forking each through rayon paid a sleep/wake
 //! hand-off per step, and a one-sentence call then ran barely faster on two
-//! cores than on one (`BENCHMARKS.md`, "CPU: where batch-1 time went"). A
+//! cores than on one (`BENCHMARKS.md`, "CPU against ONNX Runtime"). A
 //! [`Team`] pays one hand-off per pass: the calling thread (the *owner*)
 //! publishes each step as a *phase* of `chunks` independent pieces; helpers
 //! (rayon threads, started once per pass) spin between phases and claim
