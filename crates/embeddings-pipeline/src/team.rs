@@ -32,8 +32,10 @@ pub(crate) struct Team {
     ticket: AtomicU64,
     /// Pieces of the current phase finished.
     done: AtomicUsize,
-    /// Set by the owner when the pass is over: helpers leave.
+    /// Set when the owner is done (or unwinding): helpers leave.
     finished: AtomicBool,
+    /// Set when a helper's piece panicked; the owner re-raises it.
+    panicked: AtomicBool,
     /// The current phase's number and job, lifetime erased (see `phase`).
     job: Mutex<(u64, Option<Job<'static>>)>,
     /// Pieces per phase: the number of threads the team may use.
@@ -49,6 +51,7 @@ impl Team {
             ticket: AtomicU64::new(0),
             done: AtomicUsize::new(0),
             finished: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
             job: Mutex::new((0, None)),
             chunks: threads.max(1),
         };
@@ -59,9 +62,10 @@ impl Team {
             for _ in 1..threads {
                 s.spawn(|_| team.help());
             }
-            let out = owner(&team);
-            team.finished.store(true, Ordering::Release);
-            out
+            // Released on return and on unwinding alike, so a panicking
+            // owner never leaves a helper spinning (and the scope waiting).
+            let _release = Release(&team.finished);
+            owner(&team)
         })
     }
 
@@ -71,7 +75,9 @@ impl Team {
     }
 
     /// Runs `f(0..chunks)` across the team and returns once every piece is
-    /// done (their writes then visible to the caller). Owner only.
+    /// done (their writes then visible to the caller). Owner only. A piece
+    /// that panics, here or on a helper, panics here once no piece of the
+    /// phase is running any more.
     pub(crate) fn phase(&self, f: &(dyn Fn(usize) + Sync)) {
         if self.chunks == 1 {
             f(0);
@@ -89,13 +95,29 @@ impl Team {
         *self.job.lock().unwrap_or_else(PoisonError::into_inner) = (number, Some(erased));
         self.done.store(0, Ordering::Relaxed);
         self.ticket.store(number << 32, Ordering::Release);
+        // A panic in one of our pieces is held until every claimed piece is
+        // done: unwinding earlier would free the buffers (and `f`) a helper
+        // may still be using. The pieces left after it are counted, not run.
+        let mut failure = None;
         while let Some(piece) = self.claim(number) {
-            f(piece);
+            if failure.is_none()
+                && let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(piece)))
+            {
+                failure = Some(p);
+            }
             self.done.fetch_add(1, Ordering::Release);
         }
         let mut spins = 0u32;
         while self.done.load(Ordering::Acquire) < self.chunks {
             spins = backoff(spins);
+        }
+        if let Some(p) = failure {
+            std::panic::resume_unwind(p);
+        }
+        if self.panicked.load(Ordering::Acquire) {
+            // As if the piece had run here: the caller's own unwinding
+            // (the batch worker catches it) instead of a wrong result.
+            panic!("a piece of this forward pass panicked on a helper thread");
         }
     }
 
@@ -133,11 +155,25 @@ impl Team {
                 continue;
             };
             while let Some(piece) = self.claim(number) {
-                job(piece);
+                // A panic still counts the piece done, so the owner is not
+                // left waiting; it re-raises the panic on its own thread.
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(piece)));
+                if run.is_err() {
+                    self.panicked.store(true, Ordering::Release);
+                }
                 self.done.fetch_add(1, Ordering::Release);
             }
             spins = 0;
         }
+    }
+}
+
+/// Sets its flag when dropped.
+struct Release<'a>(&'a AtomicBool);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -269,6 +305,22 @@ mod tests {
             });
             assert_eq!(total, 4096.0 * 500.0, "{threads} threads");
         }
+    }
+
+    #[test]
+    fn a_panicking_piece_reaches_the_owner_and_leaves_no_helper_behind() {
+        for threads in [1, 2, 4] {
+            for bad in 0..threads {
+                let run = std::panic::catch_unwind(|| {
+                    Team::run(threads, |team| {
+                        team.phase(&|piece| assert_ne!(piece, bad, "piece {piece}"));
+                    });
+                });
+                assert!(run.is_err(), "{threads} threads, piece {bad}: no panic");
+            }
+        }
+        // The pool still works afterwards.
+        assert_eq!(Team::run(2, |team| team.chunks()), 2);
     }
 
     #[test]
