@@ -22,8 +22,6 @@
 //!
 //! CPU only: other devices use candle's `BertModel` (see `transformer.rs`).
 
-use std::sync::{Mutex, PoisonError};
-
 use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config, HiddenAct};
@@ -82,35 +80,25 @@ impl Dense {
         if chunks == 1 {
             return matmul(dst, self.out, lhs, rhs);
         }
-        let failed = Mutex::new(None);
         let shared = Shared::new(dst);
         if rows >= ROW_SPLIT_MIN_ROWS {
-            team.phase(&|piece| {
+            team.try_phase(&|piece| {
                 let r = split(rows, chunks, piece, 1);
                 let x = &x[r.start * self.inp..r.end * self.inp];
                 // SAFETY: `split` gives each piece its own rows.
-                let result = match unsafe { shared.block(r.start * self.out..r.end * self.out) } {
+                match unsafe { shared.block(r.start * self.out..r.end * self.out) } {
                     Some(block) => matmul(block, self.out, Mat::rows(x, r.len(), self.inp), rhs),
                     None => Err(candle_core::Error::Msg(
                         "dense: rows past the output".into(),
                     )),
-                };
-                if let Err(e) = result {
-                    *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
                 }
-            });
+            })
         } else {
-            team.phase(&|piece| {
+            team.try_phase(&|piece| {
                 let cols = split(self.out, chunks, piece, COL_ALIGN);
                 // SAFETY: `split` gives each piece its own columns.
-                if let Err(e) = unsafe { matmul_columns(&shared, self.out, cols, lhs, rhs) } {
-                    *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
-                }
-            });
-        }
-        match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            Some(e) => Err(e),
-            None => Ok(()),
+                unsafe { matmul_columns(&shared, self.out, cols, lhs, rhs) }
+            })
         }
     }
 }
@@ -423,26 +411,21 @@ impl BertEncoder {
             Ok(())
         };
         let chunks = team.chunks();
-        let failed = Mutex::new(None);
         let shared = Shared::new(ctx);
-        team.phase(&|piece| {
+        team.try_phase(&|piece| {
             let r = split(items, chunks, piece, 1);
             // SAFETY: `split` gives each piece its own items' blocks.
             let Some(mine) = (unsafe { shared.block(r.start * block..r.end * block) }) else {
-                return;
+                return Err(candle_core::Error::Msg(
+                    "attention: items past the output".into(),
+                ));
             };
             let mut scores = Vec::new();
             for (i, out) in mine.chunks_exact_mut(block).enumerate() {
-                if let Err(e) = one(r.start + i, out, &mut scores) {
-                    *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
-                    return;
-                }
+                one(r.start + i, out, &mut scores)?;
             }
-        });
-        match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+            Ok(())
+        })
     }
 }
 

@@ -121,6 +121,27 @@ impl Team {
         }
     }
 
+    /// [`phase`](Self::phase) for pieces that can fail: every piece still
+    /// runs, and the first error recorded is returned.
+    pub(crate) fn try_phase<E: Send>(
+        &self,
+        f: &(dyn Fn(usize) -> Result<(), E> + Sync),
+    ) -> Result<(), E> {
+        let failed = Mutex::new(None);
+        self.phase(&|piece| {
+            if let Err(e) = f(piece) {
+                failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(e);
+            }
+        });
+        match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// The next piece of phase `number`, if one is left.
     fn claim(&self, number: u64) -> Option<usize> {
         let mut t = self.ticket.load(Ordering::Acquire);
