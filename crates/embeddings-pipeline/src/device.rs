@@ -1,8 +1,14 @@
 //! Device selection.
 //!
-//! With the `cuda` feature, candle loads the CUDA driver dynamically and
-//! *panics* when `libcuda` is absent, so the driver library is looked for
-//! first and a missing one is reported as [`LoadError::DeviceUnavailable`].
+//! The CUDA build (`cargo xtask cuda-build`, see `xtask/src/cuda.rs`) puts
+//! cudarc in its run-time loading mode: the binary links no CUDA library
+//! and starts on any machine, and the driver (`libcuda.so.1`), cuBLAS,
+//! cuRAND and NVRTC are opened with `dlopen` on first use. cudarc *panics*
+//! when a library cannot be opened, so the driver library is looked for
+//! first and a missing one is reported as [`LoadError::DeviceUnavailable`];
+//! any other panic while opening the device is caught and reported the same
+//! way. (A plain `cargo build --features cuda` gets candle's default, link-time
+//! binding instead: that binary needs the driver to start at all.)
 
 use std::path::Path;
 
@@ -66,10 +72,12 @@ fn open_cuda() -> Result<Device, LoadError> {
         ));
     }
     std::panic::catch_unwind(|| Device::new_cuda(0))
-        .map_err(|_| {
-            LoadError::DeviceUnavailable(
-                "the CUDA runtime panicked while opening device 0; check the driver installation or set `device = \"cpu\"`".into(),
-            )
+        .map_err(|panic| {
+            let what = crate::error::panic_message(panic.as_ref());
+            LoadError::DeviceUnavailable(format!(
+                "the CUDA runtime panicked while opening device 0 ({what}); check the driver \
+                 installation (`nvidia-smi`) or set `device = \"cpu\"`"
+            ))
         })?
         .map_err(|e| {
             LoadError::DeviceUnavailable(format!(

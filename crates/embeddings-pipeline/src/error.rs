@@ -345,3 +345,20 @@ impl PipelineError {
         }
     }
 }
+
+/// The message a caught panic carried (`panic!` with a literal or with a
+/// formatted string), or `"a panic without a message"`; for turning a panic
+/// caught at a boundary into a typed error.
+///
+/// ```
+/// let payload = std::panic::catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
+/// assert_eq!(embeddings_pipeline::panic_message(payload.as_ref()), "boom 1");
+/// ```
+#[must_use]
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

@@ -214,6 +214,8 @@
 //! # Feature flags
 //! - `cuda`: CUDA support (`device = "cuda"` opens device 0; the driver
 //!   library is checked for first and a missing one is a typed error).
+//!   `cargo xtask cuda-build` compiles it with the CUDA toolkit from PyPI,
+//!   no GPU needed, into a binary that starts without the driver.
 #![deny(missing_docs)]
 // `unsafe` is allowed in three modules only: `matmul.rs` (the checked front
 // of the `gemm` kernel), `team.rs` (a buffer the threads of one forward pass
@@ -269,7 +271,7 @@ pub use embeddings_metrics::PipelineMetrics;
 pub use embeddings_types::{
     CanaryFigure, CanaryReport, DriftReport, ErrorKind, ModelId, OutputKind, SlotCanary, SlotDrift,
 };
-pub use error::{InputError, LoadError, PipelineError};
+pub use error::{InputError, LoadError, PipelineError, panic_message};
 pub use input::EmbedInput;
 pub use options::{EmbedOptions, EmbedResponse, Timings, TruncationDirection};
 pub use output::{CausalPair, MultiEmbedding, SlotOutput, SparseVector, TokenVectors, cosine};

@@ -24,7 +24,9 @@ use embeddings_health::{
     RegistryState,
 };
 use embeddings_metrics::PipelineMetrics;
-use embeddings_pipeline::{EmbedInput, EmbedOptions, EmbedResponse, EmbeddingPipeline, LoadError};
+use embeddings_pipeline::{
+    DeviceKind, EmbedInput, EmbedOptions, EmbedResponse, EmbeddingPipeline, LoadError,
+};
 use embeddings_types::ModelId;
 use serde::Serialize;
 use tower::ServiceBuilder;
@@ -106,6 +108,11 @@ pub struct AppState {
     /// then (and when there is no configuration file). Once loaded, the
     /// pipeline evaluates its own (the same) policy.
     pub policy: OnceLock<HealthPolicy>,
+    /// The device the configuration asks for, once the loader has read it
+    /// (unset: no configuration read yet, or none given, which is the CPU).
+    /// While the pipeline is not loaded, a CUDA deployment is reported as
+    /// expecting a GPU that is not (yet) available, with the reason.
+    pub device: OnceLock<DeviceKind>,
     /// When the server started.
     pub started: Instant,
     /// The API keys; `None`: the server is open.
@@ -151,6 +158,7 @@ impl AppState {
             pipeline: OnceLock::new(),
             limits,
             policy: OnceLock::new(),
+            device: OnceLock::new(),
             started: Instant::now(),
             heartbeat_us: AtomicI64::new(i64::MIN),
             loader_running: AtomicBool::new(false),
@@ -244,7 +252,7 @@ impl AppState {
         }
         let snapshot = self.metrics.snapshot();
         let now = Utc::now();
-        let gpu = GpuObservation::NotExpected;
+        let gpu = self.gpu_before_load();
         let heartbeat = match self.heartbeat_us.load(Ordering::Relaxed) {
             i64::MIN => None,
             us => DateTime::from_timestamp_micros(us),
@@ -261,6 +269,22 @@ impl AppState {
             }
         };
         policy.evaluate(&observation, now)
+    }
+
+    /// What is known of the GPU before the pipeline has loaded: nothing is
+    /// expected on the CPU; a CUDA deployment expects one that cannot be read
+    /// yet, with the reason (the load failure, which names a missing driver,
+    /// or "still loading"), so `gpu_available` is false with a finding that
+    /// says why, and the GPU gauges have no sample rather than a 0.
+    fn gpu_before_load(&self) -> GpuObservation {
+        if self.device.get() != Some(&DeviceKind::Cuda) {
+            return GpuObservation::NotExpected;
+        }
+        let reason = match self.pipeline.get() {
+            Some(Loaded::Failed(e)) => format!("the pipeline failed to load: {e}"),
+            _ => "CUDA device 0 is not open yet: the pipeline is still loading".to_owned(),
+        };
+        GpuObservation::Unreadable { reason }
     }
 
     /// Ticks the server's heartbeat (see [`AppState::heartbeat_us`]).

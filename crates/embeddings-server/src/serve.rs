@@ -119,6 +119,7 @@ fn load(
         match parsed {
             Ok((c, policy)) => {
                 let _ = state.policy.set(policy);
+                let _ = state.device.set(c.device);
                 builder = builder.config(c);
             }
             Err(e) => return Loaded::Failed(e),
@@ -220,12 +221,9 @@ pub async fn run(args: Args, cpu: CpuPlan) -> Result<(), ServeError> {
             load(&loader, models_dir, config.as_deref(), metrics)
         }))
         .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            Loaded::Failed(LoadError::Internal(what))
+            Loaded::Failed(LoadError::Internal(embeddings_pipeline::panic_message(
+                panic.as_ref(),
+            )))
         });
         match &loaded {
             Loaded::Ready(_) => {

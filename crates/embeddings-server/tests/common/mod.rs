@@ -33,7 +33,23 @@ impl Server {
     /// Starts the binary with `args` (plus `--bind 127.0.0.1:0`) and waits for
     /// its `listening on` line.
     pub(crate) fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_embeddings-server"))
+        Self::start_binary(
+            Path::new(env!("CARGO_BIN_EXE_embeddings-server")),
+            args,
+            |_| {},
+        )
+    }
+
+    /// As [`Server::start`], with another build of the server (the CUDA
+    /// build, say), and `configure` applied to the command last (standard
+    /// error, environment).
+    pub(crate) fn start_binary(
+        binary: &Path,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
+        let mut command = Command::new(binary);
+        command
             .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
             .args(if args.contains(&"--models-dir") {
                 vec![]
@@ -42,9 +58,11 @@ impl Server {
             })
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        configure(&mut command);
+        let mut child = command
             .spawn()
-            .expect("start embeddings-server");
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -263,4 +281,41 @@ pub(crate) fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> bool 
             Err(_) => return true,
         }
     }
+}
+
+/// The CUDA build of the server, from `EMBEDDINGS_CUDA_SERVER`.
+pub(crate) fn cuda_server() -> PathBuf {
+    let path = std::env::var_os("EMBEDDINGS_CUDA_SERVER")
+        .map(PathBuf::from)
+        .expect("EMBEDDINGS_CUDA_SERVER names the CUDA build (`cargo xtask ci` sets it)");
+    assert!(path.is_file(), "{} is not a file", path.display());
+    path
+}
+
+/// The `semantic` embeddings of `input` (a string or an array of them), as
+/// `/v1/embeddings` returns them.
+pub(crate) fn embed(server: &Server, input: serde_json::Value) -> Vec<Vec<f64>> {
+    let body = serde_json::json!({"model": "semantic", "input": input}).to_string();
+    let response = server.post_json("/v1/embeddings", &body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// The cosine of two vectors.
+pub(crate) fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
 }
