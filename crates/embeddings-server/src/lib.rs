@@ -26,7 +26,8 @@
 //! ```
 //!
 //! # Feature flags
-//! - `cuda`: GPU inference, forwarded to `embeddings-pipeline/cuda`.
+//! - `cuda`: GPU inference, forwarded to `embeddings-pipeline/cuda`; build
+//!   it with `cargo xtask cuda-build` (README, "CUDA").
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
