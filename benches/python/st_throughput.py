@@ -121,6 +121,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "target" / "bench-results" / "pytorch.json",
                     help="JSON results path (directories are created)")
     ap.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--warmup-s", type=float, default=1.0, help="warm-up seconds per configuration")
     ap.add_argument("--min-s", type=float, default=3.0, help="min timed seconds per configuration")
@@ -140,7 +141,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     t0 = time.perf_counter()
-    model = SentenceTransformer(str(args.model), device="cpu")
+    model = SentenceTransformer(str(args.model), device=args.device)
     load_s = time.perf_counter() - t0
     model.eval()
 
@@ -207,7 +208,7 @@ def main() -> int:
     out = {
         "implementation": "pytorch/sentence-transformers",
         "model": "all-MiniLM-L6-v2",
-        "device": "cpu",
+        "device": args.device,
         "encode_kwargs": {"normalize_embeddings": False, "convert_to_numpy": True,
                           "batch_size": "= b"},
         "method": {"warmup_s": args.warmup_s, "min_s": args.min_s,

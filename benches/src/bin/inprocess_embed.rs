@@ -10,7 +10,9 @@
 //! ```
 //!
 //! `BENCH_CONFIG` adds TOML to the pipeline's configuration (e.g.
-//! `BENCH_CONFIG=$'[batching]\nmax_wait_ms = 0'`).
+//! `BENCH_CONFIG=$'[batching]\nmax_wait_ms = 0'`, or `device = "cuda"` in
+//! a build with the `cuda` feature); `BENCH_KIND=long` sends the long
+//! sentences instead of the short ones.
 
 use std::process::ExitCode;
 
@@ -30,10 +32,12 @@ fn run(args: &[String]) -> Result<String, String> {
     let parse = embeddings_benches::count_arg;
     let (batch, seconds, concurrency) =
         (parse(batch)?, parse(seconds)?, parse(concurrency)?.max(1));
-    let short = embeddings_benches::sentences(data, "short", batch)?;
+    let kind = std::env::var("BENCH_KIND").unwrap_or_else(|_| "short".to_owned());
+    let texts = embeddings_benches::sentences(data, &kind, batch)?;
     // `BENCH_CONFIG`: more TOML (e.g. `[batching]` settings) to compare.
     let extra = std::env::var("BENCH_CONFIG").unwrap_or_default();
-    let config = PipelineConfig::from_toml_str(&format!("[cache]\nmax_bytes = 0\n{extra}\n"))
+    // First, so that its top-level keys (`device`) are not read as `[cache]`'s.
+    let config = PipelineConfig::from_toml_str(&format!("{extra}\n[cache]\nmax_bytes = 0\n"))
         .map_err(|e| e.to_string())?;
     let pipeline = EmbeddingPipeline::builder()
         .models_dir(models)
@@ -42,7 +46,7 @@ fn run(args: &[String]) -> Result<String, String> {
         .map_err(|e| e.to_string())?;
     let options = EmbedOptions::only([ModelId::Semantic]);
     let request = || {
-        short
+        texts
             .iter()
             .map(|t| EmbedInput::new(t.as_str()))
             .collect::<Vec<_>>()
