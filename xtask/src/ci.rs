@@ -108,15 +108,9 @@ pub(crate) fn run() -> Result {
     let cuda_server = cuda_server.to_string_lossy().into_owned();
     step(
         "cuda: tests without a GPU",
-        &[
-            "test",
-            "-p",
-            "embeddings-server",
-            "--test",
-            "device",
-            "--",
-            "--ignored",
-        ],
+        // `--workspace`, as the test step: `-p embeddings-server` alone
+        // resolves other features and recompiles the candle crates (minutes).
+        &["test", "--workspace", "--test", "device", "--", "--ignored"],
         &[("EMBEDDINGS_CUDA_SERVER", cuda_server.as_str())],
     )?;
 

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{Result, project_root};
+use crate::{Result, project_root, run_checked};
 
 /// What compiling the `cuda` feature needs: nvcc, ptxas and fatbinary;
 /// cicc and libdevice; the CUDA headers and the runtime (static, for the
@@ -118,7 +118,7 @@ pub(crate) fn ensure(runtime: bool) -> Result<Toolkit> {
         let wheels = dir.join("wheels");
         std::fs::create_dir_all(&wheels)
             .map_err(|e| format!("cannot create {}: {e}", wheels.display()))?;
-        run(
+        run_checked(
             Command::new(&python)
                 .args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"])
                 .arg(&wheels)
@@ -130,7 +130,7 @@ pub(crate) fn ensure(runtime: bool) -> Result<Toolkit> {
             std::fs::remove_dir_all(&site)
                 .map_err(|e| format!("cannot remove {}: {e}", site.display()))?;
         }
-        run(
+        run_checked(
             Command::new(&python)
                 .args([
                     "-m",
@@ -183,18 +183,6 @@ fn find_pip() -> Result<String> {
     )
 }
 
-/// Runs `command`; on failure the error names `what` and gives `hint`.
-fn run(command: &mut Command, what: &str, hint: &str) -> Result {
-    let status = command
-        .status()
-        .map_err(|e| format!("could not run {what}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status}); {hint}"))
-    }
-}
-
 /// Empty shared libraries for the names in [`STUBBED`], and the static
 /// runtime as `libcudart.a`, in `lib/stubs/`.
 fn make_stubs(root: &Path) -> Result {
@@ -204,7 +192,7 @@ fn make_stubs(root: &Path) -> Result {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
     for name in STUBBED {
         let out = stubs.join(format!("lib{name}.so"));
-        run(
+        run_checked(
             Command::new(&cc)
                 .args(["-shared", "-x", "c", "/dev/null", "-o"])
                 .arg(&out),
@@ -308,6 +296,22 @@ pub(crate) fn host_triple() -> Result<String> {
         .ok_or_else(|| "rustc -vV printed no `host:` line".to_owned())
 }
 
+/// The CUDA build's own target folder: its `RUSTFLAGS` differ from the CPU
+/// build's, so sharing `target/` would rebuild one or the other each time.
+fn target_dir() -> PathBuf {
+    project_root().join("target").join("cuda")
+}
+
+/// Whether `args` is `[flag]` (true) or empty (false); anything else is a
+/// usage error.
+fn only_flag(args: &[String], flag: &str, usage: &str) -> Result<bool> {
+    match args {
+        [] => Ok(false),
+        [given] if given == flag => Ok(true),
+        _ => Err(format!("usage: {usage}")),
+    }
+}
+
 /// The cargo arguments that build the server with CUDA into
 /// `target/cuda/`: `cargo <verb> <these>`.
 pub(crate) fn cargo_args(release: bool) -> Result<Vec<String>> {
@@ -319,11 +323,7 @@ pub(crate) fn cargo_args(release: bool) -> Result<Vec<String>> {
         "--target".to_owned(),
         host_triple()?,
         "--target-dir".to_owned(),
-        project_root()
-            .join("target")
-            .join("cuda")
-            .to_string_lossy()
-            .into_owned(),
+        target_dir().to_string_lossy().into_owned(),
     ];
     if release {
         args.push("--release".to_owned());
@@ -333,9 +333,7 @@ pub(crate) fn cargo_args(release: bool) -> Result<Vec<String>> {
 
 /// Where [`cargo_args`] puts the server binary.
 pub(crate) fn server_binary(release: bool) -> Result<PathBuf> {
-    Ok(project_root()
-        .join("target")
-        .join("cuda")
+    Ok(target_dir()
         .join(host_triple()?)
         .join(if release { "release" } else { "debug" })
         .join("embeddings-server"))
@@ -344,11 +342,7 @@ pub(crate) fn server_binary(release: bool) -> Result<PathBuf> {
 /// `cargo xtask cuda-toolkit [--runtime]`: installs and checks the toolkit
 /// and prints how to use it.
 pub(crate) fn run_toolkit(args: &[String]) -> Result {
-    let runtime = match args {
-        [] => false,
-        [flag] if flag == "--runtime" => true,
-        _ => return Err("usage: cargo xtask cuda-toolkit [--runtime]".to_owned()),
-    };
+    let runtime = only_flag(args, "--runtime", "cargo xtask cuda-toolkit [--runtime]")?;
     let toolkit = ensure(runtime)?;
     println!("xtask: CUDA toolkit ready: {}", toolkit.root.display());
     println!("# the environment of the CUDA build (`cargo xtask cuda-build` sets it):");
@@ -375,11 +369,7 @@ pub(crate) fn run_toolkit(args: &[String]) -> Result {
 
 /// `cargo xtask cuda-build [--release]`: builds the server with CUDA.
 pub(crate) fn run_build(args: &[String]) -> Result {
-    let release = match args {
-        [] => false,
-        [flag] if flag == "--release" => true,
-        _ => return Err("usage: cargo xtask cuda-build [--release]".to_owned()),
-    };
+    let release = only_flag(args, "--release", "cargo xtask cuda-build [--release]")?;
     let binary = build(release)?;
     println!("xtask: {}", binary.display());
     Ok(())
@@ -391,7 +381,7 @@ pub(crate) fn build(release: bool) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let args = cargo_args(release)?;
     println!("xtask: cargo build {}", args.join(" "));
-    run(
+    run_checked(
         Command::new(cargo)
             .arg("build")
             .args(&args)
@@ -414,6 +404,15 @@ mod tests {
         let text = all.join("\n");
         assert!(has_all(&text, &BUILD_WHEELS));
         assert!(!has_all(&BUILD_WHEELS.join("\n"), &RUNTIME_WHEELS));
+    }
+
+    #[test]
+    fn only_flag_takes_the_flag_or_nothing() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(only_flag(&args(&[]), "--release", "u"), Ok(false));
+        assert_eq!(only_flag(&args(&["--release"]), "--release", "u"), Ok(true));
+        assert!(only_flag(&args(&["--relase"]), "--release", "u").is_err());
+        assert!(only_flag(&args(&["--release", "x"]), "--release", "u").is_err());
     }
 
     #[test]

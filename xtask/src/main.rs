@@ -95,3 +95,15 @@ fn project_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
+
+/// Runs `command`; on failure the error names `what` and gives `hint`.
+pub(crate) fn run_checked(command: &mut std::process::Command, what: &str, hint: &str) -> Result {
+    let status = command
+        .status()
+        .map_err(|e| format!("could not run {what}: {e} ({hint})"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status}); {hint}"))
+    }
+}

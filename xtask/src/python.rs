@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::{Result, project_root};
+use crate::{Result, project_root, run_checked};
 
 /// The pinned client libraries, relative to the workspace root.
 pub(crate) const REQUIREMENTS: &str = "tests/python/requirements.txt";
@@ -105,18 +105,6 @@ pub(crate) fn ensure_venv() -> Result<PathBuf> {
         started.elapsed()
     );
     Ok(python)
-}
-
-/// Runs `command`; on failure the error names `what` and gives `hint`.
-fn run_checked(command: &mut Command, what: &str, hint: &str) -> Result {
-    let status = command
-        .status()
-        .map_err(|e| format!("could not run {what}: {e} ({hint})"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{what} failed ({status}); {hint}"))
-    }
 }
 
 /// Finds a Python 3 of at least [`MIN_PYTHON`] that has the `venv` and
