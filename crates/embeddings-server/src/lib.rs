@@ -51,6 +51,7 @@ pub mod redact;
 pub mod request_id;
 pub mod routes;
 mod serve;
+mod state;
 mod state_families;
 pub mod tei;
 
