@@ -30,14 +30,16 @@ use crate::bert_kernels::{
     Norm, gelu_erf_in_place, gelu_tanh_in_place, layer_norm_row, softmax_into,
 };
 use crate::matmul::{Mat, matmul, matmul_columns};
+use crate::packed::{PANEL, PackedWeight};
 use crate::team::{Shared, Team, split};
 
 /// A product with at least this many rows is split by rows across the
 /// team (each thread reads all of the weight, half of the input); smaller
 /// ones by columns (kernel-tile aligned), so a 16-row product still splits.
 const ROW_SPLIT_MIN_ROWS: usize = 128;
-/// Column blocks are multiples of this (the `gemm` f32 kernel's tile).
-const COL_ALIGN: usize = 16;
+/// Column blocks are multiples of this (the packed kernel's panel, and the
+/// `gemm` f32 kernel's tile).
+const COL_ALIGN: usize = PANEL;
 
 fn load_norm(vb: VarBuilder<'_>, h: usize, eps: f64) -> Result<Norm> {
     Ok(Norm {
@@ -47,38 +49,63 @@ fn load_norm(vb: VarBuilder<'_>, h: usize, eps: f64) -> Result<Norm> {
     })
 }
 
-/// A linear layer: weight stored transposed (`[in, out]`, row-major) so the
-/// matmul is a plain `x · w`; the bias is added by the pass after it.
+/// A weight in the layout this CPU's kernel reads, chosen once at load.
+enum Weight {
+    /// Panels for the AVX2/FMA kernel (`packed.rs`), packed at load.
+    Packed(PackedWeight),
+    /// Row-major `[in, out]` for `gemm` (CPUs without AVX2/FMA).
+    Plain(Vec<f32>),
+}
+
+/// A linear layer: `x · w` (weight `[in, out]`, i.e. PyTorch's transposed);
+/// the bias is added by the pass after it.
 struct Dense {
-    w: Vec<f32>,
+    w: Weight,
     b: Vec<f32>,
     inp: usize,
     out: usize,
 }
 
 impl Dense {
-    fn load(vb: VarBuilder<'_>, inp: usize, out: usize) -> Result<Self> {
-        Ok(Self {
-            w: vb
-                .get((out, inp), "weight")?
-                .t()?
-                .contiguous()?
-                .flatten_all()?
-                .to_vec1()?,
-            b: vb.get(out, "bias")?.to_vec1()?,
-            inp,
-            out,
-        })
+    /// `w`: row-major `[inp, out]`; packed when `packed`.
+    fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize, packed: bool) -> Result<Self> {
+        let w = if packed {
+            Weight::Packed(PackedWeight::pack(&w, inp, out)?)
+        } else {
+            Weight::Plain(w)
+        };
+        Ok(Self { w, b, inp, out })
+    }
+
+    fn load(vb: VarBuilder<'_>, inp: usize, out: usize, packed: bool) -> Result<Self> {
+        let w = vb
+            .get((out, inp), "weight")?
+            .t()?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1()?;
+        Self::new(w, vb.get(out, "bias")?.to_vec1()?, inp, out, packed)
+    }
+
+    /// `dst[rows, out] = x[rows, inp] · w` (no bias) on one thread.
+    fn product(&self, x: &[f32], rows: usize, dst: &mut [f32]) -> Result<()> {
+        match &self.w {
+            Weight::Packed(w) => w.matmul(x, rows, dst, self.out),
+            Weight::Plain(w) => matmul(
+                dst,
+                self.out,
+                Mat::rows(x, rows, self.inp),
+                Mat::rows(w, self.inp, self.out),
+            ),
+        }
     }
 
     /// `dst[rows, out] = x[rows, inp] · w` (no bias), split across the
     /// team.
     fn apply(&self, team: &Team, x: &[f32], rows: usize, dst: &mut [f32]) -> Result<()> {
-        let lhs = Mat::rows(x, rows, self.inp);
-        let rhs = Mat::rows(&self.w, self.inp, self.out);
         let chunks = team.chunks();
         if chunks == 1 {
-            return matmul(dst, self.out, lhs, rhs);
+            return self.product(x, rows, dst);
         }
         let shared = Shared::new(dst);
         if rows >= ROW_SPLIT_MIN_ROWS {
@@ -87,7 +114,7 @@ impl Dense {
                 let x = &x[r.start * self.inp..r.end * self.inp];
                 // SAFETY: `split` gives each piece its own rows.
                 match unsafe { shared.block(r.start * self.out..r.end * self.out) } {
-                    Some(block) => matmul(block, self.out, Mat::rows(x, r.len(), self.inp), rhs),
+                    Some(block) => self.product(x, r.len(), block),
                     None => Err(candle_core::Error::Msg(
                         "dense: rows past the output".into(),
                     )),
@@ -97,7 +124,18 @@ impl Dense {
             team.try_phase(&|piece| {
                 let cols = split(self.out, chunks, piece, COL_ALIGN);
                 // SAFETY: `split` gives each piece its own columns.
-                unsafe { matmul_columns(&shared, self.out, cols, lhs, rhs) }
+                unsafe {
+                    match &self.w {
+                        Weight::Packed(w) => w.matmul_columns(x, rows, &shared, self.out, cols),
+                        Weight::Plain(w) => matmul_columns(
+                            &shared,
+                            self.out,
+                            cols,
+                            Mat::rows(x, rows, self.inp),
+                            Mat::rows(w, self.inp, self.out),
+                        ),
+                    }
+                }
             })
         }
     }
@@ -157,8 +195,15 @@ struct Buffers {
 
 impl BertEncoder {
     /// Loads the same tensor names as candle's `BertModel` (optionally under
-    /// `bert.` or `<model_type>.`).
+    /// `bert.` or `<model_type>.`), with the weights packed for the AVX2/FMA
+    /// kernel where this CPU has it.
     pub(crate) fn load(vb: VarBuilder<'_>, config: &Config) -> Result<Self> {
+        Self::load_with(vb, config, crate::packed::available())
+    }
+
+    /// `load`, choosing the weight layout: packed panels or plain for
+    /// `gemm` (tests compare the two on one CPU).
+    fn load_with(vb: VarBuilder<'_>, config: &Config, packed: bool) -> Result<Self> {
         let probe = "embeddings.word_embeddings.weight";
         let vb = if vb.contains_tensor(probe) {
             vb
@@ -213,22 +258,23 @@ impl BertEncoder {
             let (kw, kb) = get("key")?;
             let (vw, vbias) = get("value")?;
             let (qw, qb) = ((qw * scale)?, (qb * scale)?);
-            let qkv = Dense {
-                w: Tensor::cat(&[&qw, &kw, &vw], 0)?
+            let qkv = Dense::new(
+                Tensor::cat(&[&qw, &kw, &vw], 0)?
                     .t()?
                     .contiguous()?
                     .flatten_all()?
                     .to_vec1()?,
-                b: Tensor::cat(&[&qb, &kb, &vbias], 0)?.to_vec1()?,
-                inp: h,
-                out: 3 * h,
-            };
+                Tensor::cat(&[&qb, &kb, &vbias], 0)?.to_vec1()?,
+                h,
+                3 * h,
+                packed,
+            )?;
             layers.push(Layer {
                 qkv,
-                out: Dense::load(a.pp("output.dense"), h, h)?,
+                out: Dense::load(a.pp("output.dense"), h, h, packed)?,
                 ln1: load_norm(a.pp("output.LayerNorm"), h, eps)?,
-                up: Dense::load(l.pp("intermediate.dense"), h, inter)?,
-                down: Dense::load(l.pp("output.dense"), inter, h)?,
+                up: Dense::load(l.pp("intermediate.dense"), h, inter, packed)?,
+                down: Dense::load(l.pp("output.dense"), inter, h, packed)?,
                 ln2: load_norm(l.pp("output.LayerNorm"), h, eps)?,
             });
         }
@@ -488,4 +534,127 @@ fn add_layer_norm(team: &Team, x: &mut [f32], bias: &[f32], residual: &[f32], no
         }
         layer_norm_row(row, norm);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use candle_core::DType;
+    use candle_transformers::models::bert::BertModel;
+
+    use super::*;
+
+    /// A small BERT (2 layers, hidden 40 = 2 heads of 20, a partial last
+    /// panel in every product) with deterministic weights.
+    fn tiny() -> (Config, HashMap<String, Tensor>) {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 50, "hidden_size": 40, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 72,
+            "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+            "max_position_embeddings": 64, "type_vocab_size": 2,
+            "initializer_range": 0.02, "layer_norm_eps": 1e-12,
+            "pad_token_id": 0, "classifier_dropout": null, "model_type": "bert"
+        }))
+        .unwrap();
+        let (h, i) = (40, 72);
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            ("embeddings.word_embeddings.weight".into(), vec![50, h]),
+            ("embeddings.position_embeddings.weight".into(), vec![64, h]),
+            ("embeddings.token_type_embeddings.weight".into(), vec![2, h]),
+        ];
+        let norm = |p: &str, v: &mut Vec<(String, Vec<usize>)>| {
+            v.push((format!("{p}.weight"), vec![h]));
+            v.push((format!("{p}.bias"), vec![h]));
+        };
+        let dense = |p: &str, o: usize, n: usize, v: &mut Vec<(String, Vec<usize>)>| {
+            v.push((format!("{p}.weight"), vec![o, n]));
+            v.push((format!("{p}.bias"), vec![o]));
+        };
+        norm("embeddings.LayerNorm", &mut shapes);
+        for l in 0..2 {
+            let p = format!("encoder.layer.{l}");
+            for m in ["query", "key", "value"] {
+                dense(&format!("{p}.attention.self.{m}"), h, h, &mut shapes);
+            }
+            dense(&format!("{p}.attention.output.dense"), h, h, &mut shapes);
+            norm(&format!("{p}.attention.output.LayerNorm"), &mut shapes);
+            dense(&format!("{p}.intermediate.dense"), i, h, &mut shapes);
+            dense(&format!("{p}.output.dense"), h, i, &mut shapes);
+            norm(&format!("{p}.output.LayerNorm"), &mut shapes);
+        }
+        let mut seed = 7u32;
+        let tensors = shapes
+            .into_iter()
+            .map(|(name, shape)| {
+                let n = shape.iter().product::<usize>();
+                let values: Vec<f32> = (0..n)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        let r = (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                        // LayerNorm gains near 1, everything else small.
+                        if name.ends_with("LayerNorm.weight") {
+                            1.0 + 0.2 * r
+                        } else {
+                            0.4 * r
+                        }
+                    })
+                    .collect();
+                (name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap())
+            })
+            .collect();
+        (config, tensors)
+    }
+
+    #[test]
+    fn packed_and_plain_layouts_match_candles_bert_on_the_real_tokens() {
+        let (config, tensors) = tiny();
+        let vb = || VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+        let candle = BertModel::load(vb(), &config).unwrap();
+        let mut encoders = vec![(
+            "plain",
+            BertEncoder::load_with(vb(), &config, false).unwrap(),
+        )];
+        if crate::packed::available() {
+            encoders.push((
+                "packed",
+                BertEncoder::load_with(vb(), &config, true).unwrap(),
+            ));
+        }
+        // Two inputs of 5 and 3 real tokens, padded to 5.
+        let (batch, seq, lens) = (2, 5, [5usize, 3]);
+        let ids: Vec<u32> = vec![3, 17, 42, 8, 1, 9, 23, 4, 0, 0];
+        let input = Tensor::from_vec(ids.clone(), (batch, seq), &Device::Cpu).unwrap();
+        let mask: Vec<u32> = (0..batch * seq)
+            .map(|i| u32::from(i % seq < lens[i / seq]))
+            .collect();
+        let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
+        let want: Vec<f32> = candle
+            .forward(&input, &input.zeros_like().unwrap(), Some(&mask))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (name, encoder) in &encoders {
+            let got: Vec<f32> = encoder
+                .forward(&input, &lens)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for r in 0..batch * seq {
+                if r % seq >= lens[r / seq] {
+                    continue; // padding rows are never pooled
+                }
+                for c in 0..40 {
+                    let (g, w) = (got[r * 40 + c], want[r * 40 + c]);
+                    assert!((g - w).abs() < 1e-4, "{name} row {r} col {c}: {g} vs {w}");
+                }
+            }
+        }
+    }
 }

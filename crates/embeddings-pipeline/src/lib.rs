@@ -217,9 +217,11 @@
 //!   `cargo xtask cuda-build` compiles it with the CUDA toolkit from PyPI,
 //!   no GPU needed, into a binary that starts without the driver.
 #![deny(missing_docs)]
-// `unsafe` is allowed in three modules only: `matmul.rs` (the checked front
-// of the `gemm` kernel), `team.rs` (a buffer the threads of one forward pass
-// write in disjoint blocks) and `bert.rs`, which hands those blocks out.
+// `unsafe` is allowed in four modules only: `matmul.rs` (the checked front
+// of the `gemm` kernel), `packed.rs` (the AVX2/FMA kernel for weights packed
+// at load, behind a checked front), `team.rs` (a buffer the threads of one
+// forward pass write in disjoint blocks) and `bert.rs`, which hands those
+// blocks out.
 #![deny(unsafe_code)]
 
 mod admission;
@@ -244,6 +246,8 @@ mod load;
 mod matmul;
 mod options;
 mod output;
+#[allow(unsafe_code)]
+mod packed;
 mod registry;
 mod request;
 mod rng;

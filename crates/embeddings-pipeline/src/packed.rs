@@ -1,0 +1,404 @@
+//! Products against a weight packed once, at load time, for an AVX2/FMA
+//! micro-kernel.
+//!
+//! `gemm` (what `matmul.rs` calls) packs the right-hand matrix on every
+//! call. For the encoder's weights that is pure waste, and at the 16 rows of
+//! a one-sentence call it is a large share of the product: measured on the
+//! project machine (one core, `16 × 384 · 384 × 1152`), `gemm` ran at
+//! 59–66 GFLOP/s and this kernel at 94–96, the core's FMA peak; at 3 680
+//! rows 80 against 91 (`BENCHMARKS.md`, "CPU against ONNX Runtime").
+//!
+//! Layout: the `[k, n]` weight is cut into panels of [`PANEL`] columns
+//! (the last one zero-padded); panel `p` holds, for each of the `k` rows,
+//! its 16 values, contiguous: `data[(p·k + i)·16 + j] = w[i, 16p + j]`.
+//! The micro-kernel keeps a `6 × 16` tile of the output in 12 registers,
+//! reads one panel row (two registers) per step and broadcasts one input
+//! value per output row: 12 FMAs per 8 loads, all from L1/L2.
+//!
+//! Only on x86-64 CPUs with AVX2 and FMA ([`available`]); elsewhere the
+//! encoder keeps the plain layout and calls `gemm`, which has kernels for
+//! every target.
+
+use std::ops::Range;
+
+use candle_core::Result;
+
+use crate::team::Shared;
+
+/// Columns per panel: two 8-lane registers.
+pub(crate) const PANEL: usize = 16;
+/// Output rows per micro-kernel call: 12 accumulators, 2 panel registers
+/// and 1 broadcast use 15 of the 16 `ymm` registers.
+const TILE_ROWS: usize = 6;
+/// Input rows per block: each block's rows (72 × 1 536 × 4 B = 442 KB at
+/// MiniLM's widest) stay in L2 while every panel passes over them.
+const BLOCK_ROWS: usize = 72;
+
+/// Whether this CPU runs the packed kernel (AVX2 and FMA on x86-64).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A `[k, n]` weight in panels; see the module docs.
+pub(crate) struct PackedWeight {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedWeight")
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedWeight {
+    /// Packs the row-major `[k, n]` weight `w`.
+    pub(crate) fn pack(w: &[f32], k: usize, n: usize) -> Result<Self> {
+        if k.checked_mul(n) != Some(w.len()) {
+            candle_core::bail!("pack: {} values for a {k}x{n} weight", w.len());
+        }
+        let panels = n.div_ceil(PANEL);
+        let mut data = vec![0f32; panels * k * PANEL];
+        for (p, panel) in data.chunks_exact_mut((k * PANEL).max(1)).enumerate() {
+            let cols = p * PANEL..((p + 1) * PANEL).min(n);
+            for (i, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+                dst[..cols.len()].copy_from_slice(&w[i * n + cols.start..i * n + cols.end]);
+            }
+        }
+        Ok(Self { data, k, n })
+    }
+
+    /// `dst = x · w`: `x` row-major `[rows, k]`, `dst` row-major with row
+    /// stride `dst_rs ≥ n`. Errors, instead of touching memory, when a
+    /// buffer is too small or the CPU lacks the kernel.
+    pub(crate) fn matmul(
+        &self,
+        x: &[f32],
+        rows: usize,
+        dst: &mut [f32],
+        dst_rs: usize,
+    ) -> Result<()> {
+        let dst = Shared::new(dst);
+        // SAFETY: `dst` is borrowed mutably for this call alone, so no other
+        // thread touches any of its columns.
+        unsafe { self.matmul_columns(x, rows, &dst, dst_rs, 0..self.n) }
+    }
+
+    /// `dst[:, cols] = x · w[:, cols]`: one piece of a product whose other
+    /// column blocks other threads write at the same time (`team.rs`).
+    /// `cols` must start on a panel boundary and end on one or at `n`.
+    ///
+    /// # Safety
+    /// While this runs, no other thread may read or write columns `cols` of
+    /// `dst`'s first `rows` rows.
+    pub(crate) unsafe fn matmul_columns(
+        &self,
+        x: &[f32],
+        rows: usize,
+        dst: &Shared<'_>,
+        dst_rs: usize,
+        cols: Range<usize>,
+    ) -> Result<()> {
+        let (k, n) = (self.k, self.n);
+        if cols.start > cols.end
+            || cols.end > n
+            || !cols.start.is_multiple_of(PANEL)
+            || !(cols.end.is_multiple_of(PANEL) || cols.end == n)
+        {
+            candle_core::bail!("packed matmul: columns {cols:?} of {n} are not whole panels");
+        }
+        if rows.checked_mul(k).is_none_or(|len| len > x.len()) {
+            candle_core::bail!("packed matmul: {} input values for {rows}x{k}", x.len());
+        }
+        let dst_ok = rows == 0
+            || (dst_rs >= n
+                && (rows - 1)
+                    .checked_mul(dst_rs)
+                    .and_then(|a| a.checked_add(n))
+                    .is_some_and(|end| end <= dst.len()));
+        if !dst_ok {
+            candle_core::bail!(
+                "packed matmul: the output cannot hold {rows}x{n} at stride {dst_rs}"
+            );
+        }
+        if !available() {
+            candle_core::bail!("packed matmul: this CPU lacks AVX2/FMA; use the plain layout");
+        }
+        if rows == 0 || cols.is_empty() {
+            return Ok(());
+        }
+        let panels = cols.start / PANEL..cols.end.div_ceil(PANEL);
+        // SAFETY: checked above: `x` holds `rows·k` values; every panel in
+        // `panels` lies inside `data` (`panels.end ≤ ⌈n/16⌉`, `data` holds
+        // ⌈n/16⌉ panels of `k·16`); the written elements `r·dst_rs + c`,
+        // r < rows, c in `cols` (`cols.end ≤ n`) lie inside `dst`
+        // (`(rows−1)·dst_rs + n ≤ len`) and are this piece's alone (the
+        // caller's promise); the CPU has AVX2 and FMA.
+        unsafe { self.run(x.as_ptr(), rows, dst.as_ptr(), dst_rs, panels) };
+        Ok(())
+    }
+
+    /// The blocked loops over the micro-kernel.
+    ///
+    /// # Safety
+    /// `x` readable for `rows·k` values; `panels.end ≤ ⌈n/16⌉`; for every
+    /// `r < rows` and column `c < n` of those panels, `dst + r·dst_rs + c`
+    /// valid for writes and not accessed by anyone else meanwhile; AVX2 and
+    /// FMA present.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn run(
+        &self,
+        x: *const f32,
+        rows: usize,
+        dst: *mut f32,
+        dst_rs: usize,
+        panels: Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        for r0 in (0..rows).step_by(BLOCK_ROWS) {
+            let r1 = (r0 + BLOCK_ROWS).min(rows);
+            for p in panels.clone() {
+                let col = p * PANEL;
+                let width = PANEL.min(n - col);
+                // SAFETY: panel `p < ⌈n/16⌉` starts at `p·k·16` in `data`,
+                // which holds `⌈n/16⌉·k·16` values.
+                let panel = unsafe { self.data.as_ptr().add(p * k * PANEL) };
+                let mut r = r0;
+                while r < r1 {
+                    let h = TILE_ROWS.min(r1 - r);
+                    // SAFETY (both calls): rows `r..r+h` of `x` are inside
+                    // its `rows·k` values; the panel holds `k·16` values.
+                    // A whole panel writes `dst + (r+i)·dst_rs + col + j`,
+                    // i < h, j < 16, with `col + 16 ≤ n`: inside, by the
+                    // contract. A partial one writes a local tile, and only
+                    // its `width` valid columns are copied out.
+                    unsafe {
+                        let a = x.add(r * k);
+                        if width == PANEL {
+                            tile(h, a, k, panel, dst.add(r * dst_rs + col), dst_rs);
+                        } else {
+                            let mut local = [0f32; TILE_ROWS * PANEL];
+                            tile(h, a, k, panel, local.as_mut_ptr(), PANEL);
+                            for (i, row) in local.chunks_exact(PANEL).take(h).enumerate() {
+                                std::ptr::copy_nonoverlapping(
+                                    row.as_ptr(),
+                                    dst.add((r + i) * dst_rs + col),
+                                    width,
+                                );
+                            }
+                        }
+                    }
+                    r += h;
+                }
+            }
+        }
+    }
+
+    /// Never called: [`available`] is false off x86-64, and
+    /// `matmul_columns` checks it first.
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run(&self, _: *const f32, _: usize, _: *mut f32, _: usize, _: Range<usize>) {}
+}
+
+/// One tile of `h ≤ 6` rows: the row count becomes a constant, so each
+/// version keeps its accumulators in registers.
+///
+/// # Safety
+/// As [`kernel`]'s, for `R = h`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile(h: usize, a: *const f32, k: usize, panel: *const f32, out: *mut f32, ldo: usize) {
+    // SAFETY: the caller's contract, with the row count dispatched.
+    unsafe {
+        match h {
+            6 => kernel::<6>(a, k, panel, k, out, ldo),
+            5 => kernel::<5>(a, k, panel, k, out, ldo),
+            4 => kernel::<4>(a, k, panel, k, out, ldo),
+            3 => kernel::<3>(a, k, panel, k, out, ldo),
+            2 => kernel::<2>(a, k, panel, k, out, ldo),
+            1 => kernel::<1>(a, k, panel, k, out, ldo),
+            _ => {}
+        }
+    }
+}
+
+/// `out[i, 0..16] = Σ_s a[i·lda + s] · panel[s·16 .. s·16+16]`, i < R.
+///
+/// # Safety
+/// `a + i·lda + s` readable for i < R, s < k; `panel` readable for `k·16`
+/// values; `out + i·ldo + j` writable for i < R, j < 16; AVX2 and FMA
+/// present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const R: usize>(
+    a: *const f32,
+    lda: usize,
+    panel: *const f32,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    use std::arch::x86_64::{
+        _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for s in 0..k {
+        // SAFETY: `s < k`, so `panel + s·16 + 0..16` and `a + i·lda + s`
+        // (i < R) are readable by the contract.
+        unsafe {
+            let b0 = _mm256_loadu_ps(panel.add(s * PANEL));
+            let b1 = _mm256_loadu_ps(panel.add(s * PANEL + 8));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let v = _mm256_broadcast_ss(&*a.add(i * lda + s));
+                acc[0] = _mm256_fmadd_ps(v, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(v, b1, acc[1]);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        // SAFETY: `out + i·ldo + 0..16` is writable for i < R.
+        unsafe {
+            _mm256_storeu_ps(out.add(i * ldo), acc[0]);
+            _mm256_storeu_ps(out.add(i * ldo + 8), acc[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::team::{Team, split};
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    fn naive(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                let s: f64 = (0..k)
+                    .map(|i| f64::from(a[r * k + i]) * f64::from(w[i * n + c]))
+                    .sum();
+                out[r * n + c] = s as f32;
+            }
+        }
+        out
+    }
+
+    /// The kernel needs AVX2 and FMA; the CI machines have them. Elsewhere
+    /// the encoder never packs, and the test says it did not run.
+    fn kernel_here() -> bool {
+        let here = available();
+        if !here {
+            eprintln!("no AVX2/FMA on this CPU: the packed kernel is not used here");
+        }
+        here
+    }
+
+    #[test]
+    fn matches_a_naive_product_at_every_edge() {
+        if !kernel_here() {
+            return;
+        }
+        // Rows: a partial tile, a whole block and a partial one; columns:
+        // whole panels and a partial last panel; k of 1 and 0.
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (5, 7, 3),
+            (16, 384, 96),
+            (6, 33, 40),
+            (150, 64, 33),
+            (3, 0, 17),
+        ] {
+            let a = data(m * k, 1);
+            let w = data(k * n, 2);
+            let packed = PackedWeight::pack(&w, k, n).unwrap();
+            let want = naive(&a, &w, m, k, n);
+            // A wider destination row: the padding stays untouched.
+            let mut got = vec![7f32; m * (n + 2)];
+            packed.matmul(&a, m, &mut got, n + 2).unwrap();
+            for r in 0..m {
+                for c in 0..n {
+                    let (g, w) = (got[r * (n + 2) + c], want[r * n + c]);
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{m}x{k}x{n} ({r},{c}): {g} vs {w}"
+                    );
+                }
+                assert_eq!(&got[r * (n + 2) + n..(r + 1) * (n + 2)], &[7.0, 7.0]);
+            }
+        }
+    }
+
+    #[test]
+    fn column_pieces_written_by_a_team_equal_one_product() {
+        if !kernel_here() {
+            return;
+        }
+        let (m, k, n) = (16, 384, 1160);
+        let a = data(m * k, 3);
+        let packed = PackedWeight::pack(&data(k * n, 4), k, n).unwrap();
+        let mut whole = vec![0f32; m * n];
+        packed.matmul(&a, m, &mut whole, n).unwrap();
+        for threads in [1, 2, 3] {
+            let mut pieces = vec![f32::NAN; m * n];
+            Team::run(threads, |team| {
+                let dst = Shared::new(&mut pieces);
+                let chunks = team.chunks();
+                team.phase(&|p| {
+                    let cols = split(n, chunks, p, PANEL);
+                    // SAFETY: `split` gives each piece its own columns.
+                    unsafe { packed.matmul_columns(&a, m, &dst, n, cols) }.unwrap();
+                });
+            });
+            assert_eq!(pieces, whole, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_do_safely() {
+        let w = data(12, 5);
+        assert!(
+            PackedWeight::pack(&w, 3, 5).is_err(),
+            "12 values are not 3x5"
+        );
+        let packed = PackedWeight::pack(&w, 3, 4).unwrap();
+        let a = data(6, 6);
+        let mut d = vec![0f32; 8];
+        // Too little input, too small an output, rows that would overlap.
+        assert!(packed.matmul(&a[..5], 2, &mut d, 4).is_err());
+        assert!(packed.matmul(&a, 2, &mut d[..7], 4).is_err());
+        assert!(packed.matmul(&a, 2, &mut d, 3).is_err());
+        let dst = Shared::new(&mut d);
+        // Columns that are not whole panels, or past the weight.
+        // SAFETY: one thread.
+        unsafe {
+            assert!(packed.matmul_columns(&a, 2, &dst, 4, 1..4).is_err());
+            assert!(packed.matmul_columns(&a, 2, &dst, 4, 0..5).is_err());
+        }
+        if kernel_here() {
+            assert!(packed.matmul(&a, 2, &mut d, 4).is_ok());
+            for (g, w) in d.iter().zip(naive(&a, &w, 2, 3, 4)) {
+                assert!((g - w).abs() <= 1e-5, "{g} vs {w}");
+            }
+        }
+    }
+}
