@@ -99,9 +99,13 @@ fn a_perturbed_weight_tensor_drops_the_canary_and_the_verdict_names_the_slot() {
 #[test]
 fn a_non_finite_output_is_an_inference_error_counted_once_never_an_answer() {
     let dir = tempfile::tempdir().unwrap();
-    altered_minilm(&dir.path().join("all-MiniLM-L6-v2"), TENSOR, |v, i| {
-        if i == 0 { f32::NAN } else { v }
-    });
+    // Position 0's first value: every input's [CLS] reads it. (Word row 0
+    // would not do: it is [PAD], and padding rows are never computed.)
+    altered_minilm(
+        &dir.path().join("all-MiniLM-L6-v2"),
+        "embeddings.position_embeddings.weight",
+        |v, i| if i == 0 { f32::NAN } else { v },
+    );
     let p = EmbeddingPipeline::builder()
         .models_dir(dir.path())
         .only(&[ModelId::Semantic])
