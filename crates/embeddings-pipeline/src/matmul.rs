@@ -204,13 +204,24 @@ unsafe fn gemm_into(dst: *mut f32, dst_rs: usize, lhs: Mat<'_>, rhs: Mat<'_>) ->
     Ok(())
 }
 
+/// Helpers shared by the tests of the product kernels (`matmul.rs`,
+/// `packed.rs`).
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
+pub(crate) mod check {
+    use super::Mat;
 
-    use super::*;
+    /// `n` values in `[-1, 1)`, a fixed function of `seed`.
+    pub(crate) fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
 
-    fn naive(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
+    /// `a · b`, row-major `[a.rows, b.cols]`, summed in `f64`.
+    pub(crate) fn naive(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
         let mut out = vec![0f32; a.rows * b.cols];
         for r in 0..a.rows {
             for c in 0..b.cols {
@@ -225,14 +236,34 @@ mod tests {
         out
     }
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
-                    - 1.0
-            })
-            .collect()
+    /// An `m × n` output with two extra columns per row (row stride
+    /// `n + 2`), every value 7: a product must leave the extra ones alone.
+    pub(crate) fn padded_output(m: usize, n: usize) -> Vec<f32> {
+        vec![7f32; m * (n + 2)]
     }
+
+    /// `got` (from `padded_output`) holds `want` (`[m, n]`) to f32
+    /// accuracy, and its extra columns are still 7.
+    pub(crate) fn assert_product(got: &[f32], want: &[f32], m: usize, k: usize, n: usize) {
+        for r in 0..m {
+            for c in 0..n {
+                let (g, w) = (got[r * (n + 2) + c], want[r * n + c]);
+                assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{m}x{k}x{n} ({r},{c}): {g} vs {w}"
+                );
+            }
+            assert_eq!(&got[r * (n + 2) + n..(r + 1) * (n + 2)], &[7.0, 7.0]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::check::{assert_product, data, naive, padded_output};
+    use super::*;
 
     #[test]
     fn matches_a_naive_product_for_every_layout() {
@@ -249,20 +280,9 @@ mod tests {
             {
                 for rhs in [Mat::rows(&b, k, n), Mat::transposed(&bt, k, n)] {
                     let lhs = Mat::rows(&a, m, k);
-                    let want = naive(lhs, rhs);
-                    // A wider destination row: the padding stays untouched.
-                    let mut got = vec![7f32; m * (n + 2)];
+                    let mut got = padded_output(m, n);
                     matmul(&mut got, n + 2, lhs, rhs).unwrap();
-                    for r in 0..m {
-                        for c in 0..n {
-                            let (g, w) = (got[r * (n + 2) + c], want[r * n + c]);
-                            assert!(
-                                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                                "{m}x{k}x{n} ({r},{c}): {g} vs {w}"
-                            );
-                        }
-                        assert_eq!(&got[r * (n + 2) + n..(r + 1) * (n + 2)], &[7.0, 7.0]);
-                    }
+                    assert_product(&got, &naive(lhs, rhs), m, k, n);
                 }
             }
         }

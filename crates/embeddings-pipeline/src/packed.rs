@@ -279,28 +279,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::matmul::Mat;
+    use crate::matmul::check::{self, assert_product, data, padded_output};
     use crate::team::{Team, split};
 
-    fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000) as f32 / 500.0
-                    - 1.0
-            })
-            .collect()
-    }
-
+    /// `a · w` for row-major `a` `[m, k]` and `w` `[k, n]`.
     fn naive(a: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut out = vec![0f32; m * n];
-        for r in 0..m {
-            for c in 0..n {
-                let s: f64 = (0..k)
-                    .map(|i| f64::from(a[r * k + i]) * f64::from(w[i * n + c]))
-                    .sum();
-                out[r * n + c] = s as f32;
-            }
-        }
-        out
+        check::naive(Mat::rows(a, m, k), Mat::rows(w, k, n))
     }
 
     /// The kernel needs AVX2 and FMA; the CI machines have them. Elsewhere
@@ -331,20 +316,9 @@ mod tests {
             let a = data(m * k, 1);
             let w = data(k * n, 2);
             let packed = PackedWeight::pack(&w, k, n).unwrap();
-            let want = naive(&a, &w, m, k, n);
-            // A wider destination row: the padding stays untouched.
-            let mut got = vec![7f32; m * (n + 2)];
+            let mut got = padded_output(m, n);
             packed.matmul(&a, m, &mut got, n + 2).unwrap();
-            for r in 0..m {
-                for c in 0..n {
-                    let (g, w) = (got[r * (n + 2) + c], want[r * n + c]);
-                    assert!(
-                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                        "{m}x{k}x{n} ({r},{c}): {g} vs {w}"
-                    );
-                }
-                assert_eq!(&got[r * (n + 2) + n..(r + 1) * (n + 2)], &[7.0, 7.0]);
-            }
+            assert_product(&got, &naive(&a, &w, m, k, n), m, k, n);
         }
     }
 
