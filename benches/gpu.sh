@@ -12,6 +12,9 @@
 # Results go to $OUT (default target/bench-results/gpu/). PyTorch needs the
 # bench venv (benches/python/setup.sh) or any python3 with torch and
 # sentence-transformers: set PYTHON. SECONDS_PER_RUN (default 5) per cell.
+# The `gpu` test binary also runs away from the source tree: it reads the
+# reference vectors from EMBEDDINGS_REFERENCE_JSON when set (the file is
+# crates/embeddings-pipeline/tests/data/minilm.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-target/bench-results/gpu}

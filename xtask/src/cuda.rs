@@ -126,10 +126,7 @@ pub(crate) fn ensure(runtime: bool) -> Result<Toolkit> {
             "pip download of the CUDA wheels",
             "check that PyPI (pypi.org, files.pythonhosted.org) can be reached",
         )?;
-        if site.exists() {
-            std::fs::remove_dir_all(&site)
-                .map_err(|e| format!("cannot remove {}: {e}", site.display()))?;
-        }
+        forget_install(&stamp, &site)?;
         run_checked(
             Command::new(&python)
                 .args([
@@ -158,6 +155,21 @@ pub(crate) fn ensure(runtime: bool) -> Result<Toolkit> {
     let toolkit = Toolkit { root, runtime };
     toolkit.check()?;
     Ok(toolkit)
+}
+
+/// Removes the stamp, then the old install. The stamp goes first: an
+/// install interrupted from here on is reinstalled by the next call, never
+/// taken for the old one.
+fn forget_install(stamp: &Path, site: &Path) -> Result<()> {
+    if stamp.exists() {
+        std::fs::remove_file(stamp)
+            .map_err(|e| format!("cannot remove {}: {e}", stamp.display()))?;
+    }
+    if site.exists() {
+        std::fs::remove_dir_all(site)
+            .map_err(|e| format!("cannot remove {}: {e}", site.display()))?;
+    }
+    Ok(())
 }
 
 /// Whether the stamp `text` lists every wheel of `wanted`.
@@ -396,6 +408,24 @@ pub(crate) fn build(release: bool) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_install_that_fails_to_clear_leaves_no_stamp() {
+        let dir = std::env::temp_dir().join(format!("xtask-forget-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (stamp, site) = (dir.join("installed.txt"), dir.join("site"));
+        std::fs::write(&stamp, "old").unwrap();
+        // A file where the install folder should be: removing it fails.
+        std::fs::write(&site, "not a folder").unwrap();
+        assert!(forget_install(&stamp, &site).is_err());
+        assert!(!stamp.exists(), "the next call must reinstall");
+        std::fs::remove_file(&site).unwrap();
+        std::fs::create_dir_all(site.join("nvidia")).unwrap();
+        std::fs::write(&stamp, "old").unwrap();
+        forget_install(&stamp, &site).unwrap();
+        assert!(!stamp.exists() && !site.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_stamp_with_the_runtime_serves_a_build() {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Server, cosine, cuda_server, embed};
@@ -34,10 +34,16 @@ fn nvidia_smi_memory() -> (f64, f64) {
     (mib[0] * 1024.0 * 1024.0, mib[1] * 1024.0 * 1024.0)
 }
 
-/// The reference vectors of `embeddings-pipeline`'s model test.
+/// The reference vectors of `embeddings-pipeline`'s model test: from
+/// `EMBEDDINGS_REFERENCE_JSON` when set (a test binary carried to a GPU
+/// machine without the source tree), else from the source tree.
 fn reference_items() -> Vec<(String, Vec<f64>)> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../embeddings-pipeline/tests/data/minilm.json");
+    let path = std::env::var_os("EMBEDDINGS_REFERENCE_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../embeddings-pipeline/tests/data/minilm.json")
+        });
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     reference["items"]
