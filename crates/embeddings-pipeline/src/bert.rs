@@ -12,9 +12,8 @@
 //!   through `matmul.rs`, as do the attention products (not candle's
 //!   `Tensor::matmul`, which re-reads `/proc/cpuinfo` on every call);
 //! * every step of a pass is split across one thread team (`team.rs`):
-//!   products by columns below `ROW_SPLIT_MIN_ROWS` rows and by rows above,
-//!   row passes by rows, attention by items; the helpers wake once per
-//!   pass, not once per step;
+//!   products by columns or rows (`dense.rs`), row passes by rows,
+//!   attention by items; the helpers wake once per pass, not once per step;
 //! * one pass adds the QKV bias and splits the heads, one adds bias +
 //!   residual and layer-norms, one adds bias and applies the exact (erf)
 //!   GELU (`bert_kernels.rs`);
@@ -32,17 +31,9 @@ use candle_transformers::models::bert::{Config, HiddenAct};
 use crate::bert_kernels::{
     Norm, gelu_erf_in_place, gelu_tanh_in_place, layer_norm_row, softmax_into,
 };
-use crate::matmul::{Mat, matmul, matmul_columns};
-use crate::packed::{PANEL, PackedWeight};
+use crate::dense::Dense;
+use crate::matmul::{Mat, matmul};
 use crate::team::{Shared, Team, split};
-
-/// A product with at least this many rows is split by rows across the
-/// team (each thread reads all of the weight, half of the input); smaller
-/// ones by columns (kernel-tile aligned), so a 16-row product still splits.
-const ROW_SPLIT_MIN_ROWS: usize = 128;
-/// Column blocks are multiples of this (the packed kernel's panel, and the
-/// `gemm` f32 kernel's tile).
-const COL_ALIGN: usize = PANEL;
 
 fn load_norm(vb: VarBuilder<'_>, h: usize, eps: f64) -> Result<Norm> {
     Ok(Norm {
@@ -50,98 +41,6 @@ fn load_norm(vb: VarBuilder<'_>, h: usize, eps: f64) -> Result<Norm> {
         beta: vb.get(h, "bias")?.to_vec1()?,
         eps: eps as f32,
     })
-}
-
-/// A weight in the layout this CPU's kernel reads, chosen once at load.
-enum Weight {
-    /// Panels for the AVX2/FMA kernel (`packed.rs`), packed at load.
-    Packed(PackedWeight),
-    /// Row-major `[in, out]` for `gemm` (CPUs without AVX2/FMA).
-    Plain(Vec<f32>),
-}
-
-/// A linear layer: `x · w` (weight `[in, out]`, i.e. PyTorch's transposed);
-/// the bias is added by the pass after it.
-struct Dense {
-    w: Weight,
-    b: Vec<f32>,
-    inp: usize,
-    out: usize,
-}
-
-impl Dense {
-    /// `w`: row-major `[inp, out]`; packed when `packed`.
-    fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize, packed: bool) -> Result<Self> {
-        let w = if packed {
-            Weight::Packed(PackedWeight::pack(&w, inp, out)?)
-        } else {
-            Weight::Plain(w)
-        };
-        Ok(Self { w, b, inp, out })
-    }
-
-    fn load(vb: VarBuilder<'_>, inp: usize, out: usize, packed: bool) -> Result<Self> {
-        let w = vb
-            .get((out, inp), "weight")?
-            .t()?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1()?;
-        Self::new(w, vb.get(out, "bias")?.to_vec1()?, inp, out, packed)
-    }
-
-    /// `dst[rows, out] = x[rows, inp] · w` (no bias) on one thread.
-    fn product(&self, x: &[f32], rows: usize, dst: &mut [f32]) -> Result<()> {
-        match &self.w {
-            Weight::Packed(w) => w.matmul(x, rows, dst, self.out),
-            Weight::Plain(w) => matmul(
-                dst,
-                self.out,
-                Mat::rows(x, rows, self.inp),
-                Mat::rows(w, self.inp, self.out),
-            ),
-        }
-    }
-
-    /// `dst[rows, out] = x[rows, inp] · w` (no bias), split across the
-    /// team.
-    fn apply(&self, team: &Team, x: &[f32], rows: usize, dst: &mut [f32]) -> Result<()> {
-        let chunks = team.chunks();
-        if chunks == 1 {
-            return self.product(x, rows, dst);
-        }
-        let shared = Shared::new(dst);
-        if rows >= ROW_SPLIT_MIN_ROWS {
-            team.try_phase(&|piece| {
-                let r = split(rows, chunks, piece, 1);
-                let x = &x[r.start * self.inp..r.end * self.inp];
-                // SAFETY: `split` gives each piece its own rows.
-                match unsafe { shared.block(r.start * self.out..r.end * self.out) } {
-                    Some(block) => self.product(x, r.len(), block),
-                    None => Err(candle_core::Error::Msg(
-                        "dense: rows past the output".into(),
-                    )),
-                }
-            })
-        } else {
-            team.try_phase(&|piece| {
-                let cols = split(self.out, chunks, piece, COL_ALIGN);
-                // SAFETY: `split` gives each piece its own columns.
-                unsafe {
-                    match &self.w {
-                        Weight::Packed(w) => w.matmul_columns(x, rows, &shared, self.out, cols),
-                        Weight::Plain(w) => matmul_columns(
-                            &shared,
-                            self.out,
-                            cols,
-                            Mat::rows(x, rows, self.inp),
-                            Mat::rows(w, self.inp, self.out),
-                        ),
-                    }
-                }
-            })
-        }
-    }
 }
 
 struct Layer {

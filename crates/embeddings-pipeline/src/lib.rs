@@ -217,11 +217,11 @@
 //!   `cargo xtask cuda-build` compiles it with the CUDA toolkit from PyPI,
 //!   no GPU needed, into a binary that starts without the driver.
 #![deny(missing_docs)]
-// `unsafe` is allowed in four modules only: `matmul.rs` (the checked front
+// `unsafe` is allowed in five modules only: `matmul.rs` (the checked front
 // of the `gemm` kernel), `packed.rs` (the AVX2/FMA kernel for weights packed
 // at load, behind a checked front), `team.rs` (a buffer the threads of one
-// forward pass write in disjoint blocks) and `bert.rs`, which hands those
-// blocks out.
+// forward pass write in disjoint blocks), and `bert.rs` and `dense.rs`,
+// which hand those blocks out.
 #![deny(unsafe_code)]
 
 mod admission;
@@ -235,6 +235,8 @@ mod builtin;
 mod cache_manager;
 mod canary;
 mod config;
+#[allow(unsafe_code)]
+mod dense;
 mod device;
 mod drift;
 mod engine;
