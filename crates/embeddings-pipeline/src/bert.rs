@@ -568,41 +568,53 @@ mod tests {
                 BertEncoder::load_with(vb(), &config, true).unwrap(),
             ));
         }
-        // Two inputs of 5 and 3 real tokens, padded to 5.
-        let (batch, seq, lens) = (2, 5, [5usize, 3]);
-        let ids: Vec<u32> = vec![3, 17, 42, 8, 1, 9, 23, 4, 0, 0];
-        let input = Tensor::from_vec(ids.clone(), (batch, seq), &Device::Cpu).unwrap();
-        let mask: Vec<u32> = (0..batch * seq)
-            .map(|i| u32::from(i % seq < lens[i / seq]))
-            .collect();
-        let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
-        let want: Vec<f32> = candle
-            .forward(&input, &input.zeros_like().unwrap(), Some(&mask))
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        for (name, encoder) in &encoders {
-            let got: Vec<f32> = encoder
-                .forward(&input, &lens)
+        // Batches of mixed lengths (one input, the longest first or last,
+        // one token), each padded to its longest: the real-token rows must
+        // match candle's masked pass, and padding rows are not computed (0).
+        let batches: [&[usize]; 4] = [&[5, 3], &[1], &[2, 7, 1], &[4, 4]];
+        for lens in batches {
+            let (batch, seq) = (lens.len(), lens.iter().copied().max().unwrap());
+            let ids: Vec<u32> = (0..batch * seq)
+                .map(|i| {
+                    if i % seq < lens[i / seq] {
+                        1 + (i as u32 * 7) % 49
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let input = Tensor::from_vec(ids, (batch, seq), &Device::Cpu).unwrap();
+            let mask: Vec<u32> = (0..batch * seq)
+                .map(|i| u32::from(i % seq < lens[i / seq]))
+                .collect();
+            let mask = Tensor::from_vec(mask, (batch, seq), &Device::Cpu).unwrap();
+            let want: Vec<f32> = candle
+                .forward(&input, &input.zeros_like().unwrap(), Some(&mask))
                 .unwrap()
                 .flatten_all()
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            for r in 0..batch * seq {
-                if r % seq >= lens[r / seq] {
-                    // Padding rows are not computed: 0.
-                    assert!(
-                        got[r * 40..(r + 1) * 40].iter().all(|&v| v == 0.0),
-                        "{name} row {r}"
-                    );
-                    continue;
-                }
-                for c in 0..40 {
-                    let (g, w) = (got[r * 40 + c], want[r * 40 + c]);
-                    assert!((g - w).abs() < 1e-4, "{name} row {r} col {c}: {g} vs {w}");
+            for (name, encoder) in &encoders {
+                let got: Vec<f32> = encoder
+                    .forward(&input, lens)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                for r in 0..batch * seq {
+                    let row = &got[r * 40..(r + 1) * 40];
+                    if r % seq >= lens[r / seq] {
+                        assert!(row.iter().all(|&v| v == 0.0), "{name} {lens:?} row {r}");
+                        continue;
+                    }
+                    for (c, (g, w)) in row.iter().zip(&want[r * 40..]).enumerate() {
+                        assert!(
+                            (g - w).abs() < 1e-4,
+                            "{name} {lens:?} ({r},{c}): {g} vs {w}"
+                        );
+                    }
                 }
             }
         }
