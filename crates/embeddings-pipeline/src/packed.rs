@@ -18,6 +18,12 @@
 //! Only on x86-64 CPUs with AVX2 and FMA ([`available`]); elsewhere the
 //! encoder keeps the plain layout and calls `gemm`, which has kernels for
 //! every target.
+//!
+//! Not measured: CPUs with two 512-bit FMA units per core (Intel Xeon
+//! Gold/Platinum), where `gemm`'s AVX-512 kernel has twice this kernel's
+//! arithmetic and could win at large batches; the project machine (AMD
+//! EPYC, AVX2) and the Zen 4 machine of the first figures (AVX-512
+//! at AVX2's FMA rate) are not such CPUs.
 
 use std::ops::Range;
 
