@@ -47,10 +47,11 @@ fn run(args: &[String]) -> Result<String, String> {
         .map(EmbedInput::new)
         .collect();
     // `STAGE_CONFIG`: more TOML for the pipeline (e.g. `[batching]
-    // max_wait_ms = 0`), to compare one setting with its default.
+    // max_wait_ms = 0`), to compare one setting with its default. It goes
+    // before `[cache]`, so its top-level keys stay top-level.
     let extra = std::env::var("STAGE_CONFIG").unwrap_or_default();
     let config = PipelineConfig::from_toml_str(&format!(
-        "max_batch_size = 128\n[cache]\nmax_bytes = 0\n{extra}\n"
+        "max_batch_size = 128\n{extra}\n[cache]\nmax_bytes = 0\n"
     ))
     .map_err(|e| e.to_string())?;
     let mut builder = EmbeddingPipeline::builder()
