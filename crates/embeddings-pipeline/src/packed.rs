@@ -1,29 +1,31 @@
-//! Products against a weight packed once, at load time, for an AVX2/FMA
-//! micro-kernel.
+//! Products against a weight packed once, at load time, for an AVX2/FMA or
+//! AVX-512 micro-kernel.
 //!
 //! `gemm` (what `matmul.rs` calls) packs the right-hand matrix on every
 //! call. For the encoder's weights that is pure waste, and at the 16 rows of
 //! a one-sentence call it is a large share of the product: measured on the
 //! project machine (one core, `16 × 384 · 384 × 1152`), `gemm` ran at
-//! 59–66 GFLOP/s and this kernel at 94–96, the core's FMA peak; at 3 680
+//! 59–66 GFLOP/s and the AVX2 kernel at 94–96, the core's FMA peak; at 3 680
 //! rows 80 against 91 (`BENCHMARKS.md`, "CPU against ONNX Runtime").
 //!
 //! Layout: the `[k, n]` weight is cut into panels of [`PANEL`] columns
 //! (the last one zero-padded); panel `p` holds, for each of the `k` rows,
 //! its 16 values, contiguous: `data[(p·k + i)·16 + j] = w[i, 16p + j]`.
-//! The micro-kernel keeps a `6 × 16` tile of the output in 12 registers,
-//! reads one panel row (two registers) per step and broadcasts one input
-//! value per output row: 12 FMAs per 8 loads, all from L1/L2.
 //!
-//! Only on x86-64 CPUs with AVX2 and FMA ([`available`]); elsewhere the
-//! encoder keeps the plain layout and calls `gemm`, which has kernels for
-//! every target.
+//! Two micro-kernels read that one layout ([`Isa`]):
+//! - AVX2/FMA: a `6 × 16` tile of the output in 12 `ymm` registers; each
+//!   step reads one panel row (two registers) and broadcasts one input value
+//!   per output row: 12 FMAs per 8 loads.
+//! - AVX-512: up to `12 × 32` (two panels side by side) in 24 `zmm`
+//!   registers; each step reads two panel rows (one register each) and
+//!   broadcasts one value per row: 24 FMAs of 16 lanes per 14 loads. On
+//!   CPUs whose FMA units are 512 bits wide (AMD Zen 5, Intel Xeon) that is
+//!   twice the AVX2 kernel's arithmetic per cycle; the encoder takes it
+//!   wherever AVX-512F is present.
 //!
-//! Not measured: CPUs with two 512-bit FMA units per core (Intel Xeon
-//! Gold/Platinum), where `gemm`'s AVX-512 kernel has twice this kernel's
-//! arithmetic and could win at large batches; the project machine (AMD
-//! EPYC, AVX2) and the Zen 4 machine of the first figures (AVX-512
-//! at AVX2's FMA rate) are not such CPUs.
+//! Only on x86-64 CPUs with AVX2 and FMA, or AVX-512F ([`available`]);
+//! elsewhere the encoder keeps the plain layout and calls `gemm`, which has
+//! kernels for every target.
 // Off x86-64 nothing here runs (`available` is false), and the kernel's
 // constants and the packed data are never read.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -34,25 +36,60 @@ use candle_core::Result;
 
 use crate::team::Shared;
 
-/// Columns per panel: two 8-lane registers.
+/// Columns per panel: two 8-lane registers, or one 16-lane one.
 pub(crate) const PANEL: usize = 16;
-/// Output rows per micro-kernel call: 12 accumulators, 2 panel registers
-/// and 1 broadcast use 15 of the 16 `ymm` registers.
+/// AVX2: output rows per micro-kernel call: 12 accumulators, 2 panel
+/// registers and 1 broadcast use 15 of the 16 `ymm` registers.
 const TILE_ROWS: usize = 6;
+/// AVX-512: at most this many output rows per micro-kernel call: 24
+/// accumulators (two panels), 2 panel registers and 1 broadcast use 27 of
+/// the 32 `zmm` registers.
+const TILE_ROWS_512: usize = 12;
 /// Input rows per block: each block's rows (72 × 1 536 × 4 B = 442 KB at
 /// MiniLM's widest) stay in L2 while every panel passes over them.
 const BLOCK_ROWS: usize = 72;
 
-/// Whether this CPU runs the packed kernel (AVX2 and FMA on x86-64).
+/// The instruction sets the packed kernels are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// 8-lane registers, AVX2 and FMA.
+    Avx2,
+    /// 16-lane registers, AVX-512F (which implies FMA).
+    Avx512,
+}
+
+impl Isa {
+    /// Whether this CPU has it (`std` caches the detection).
+    fn present(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Isa::Avx2 => {
+                    std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                }
+                Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = self;
+            false
+        }
+    }
+
+    /// The widest kernel this CPU runs, if any.
+    pub(crate) fn best() -> Option<Isa> {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|isa| isa.present())
+    }
+}
+
+/// Whether this CPU runs a packed kernel (AVX2 and FMA, or AVX-512F, on
+/// x86-64).
 pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::best().is_some()
 }
 
 /// A `[k, n]` weight in panels; see the module docs.
@@ -104,6 +141,22 @@ impl PackedWeight {
         unsafe { self.matmul_columns(x, rows, &dst, dst_rs, 0..self.n) }
     }
 
+    /// [`matmul`](Self::matmul) with a chosen kernel: the tests run every
+    /// kernel the CPU has, not only the widest.
+    #[cfg(test)]
+    fn matmul_with(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        rows: usize,
+        dst: &mut [f32],
+        dst_rs: usize,
+    ) -> Result<()> {
+        let dst = Shared::new(dst);
+        // SAFETY: as in `matmul`.
+        unsafe { self.columns_with(Some(isa), x, rows, &dst, dst_rs, 0..self.n) }
+    }
+
     /// `dst[:, cols] = x · w[:, cols]`: one piece of a product whose other
     /// column blocks other threads write at the same time (`team.rs`).
     /// `cols` must start on a panel boundary and end on one or at `n`.
@@ -113,6 +166,24 @@ impl PackedWeight {
     /// `dst`'s first `rows` rows.
     pub(crate) unsafe fn matmul_columns(
         &self,
+        x: &[f32],
+        rows: usize,
+        dst: &Shared<'_>,
+        dst_rs: usize,
+        cols: Range<usize>,
+    ) -> Result<()> {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.columns_with(Isa::best(), x, rows, dst, dst_rs, cols) }
+    }
+
+    /// [`matmul_columns`](Self::matmul_columns) with the kernel `isa`
+    /// (`None`: this CPU has none).
+    ///
+    /// # Safety
+    /// As [`matmul_columns`](Self::matmul_columns).
+    unsafe fn columns_with(
+        &self,
+        isa: Option<Isa>,
         x: &[f32],
         rows: usize,
         dst: &Shared<'_>,
@@ -141,9 +212,11 @@ impl PackedWeight {
                 "packed matmul: the output cannot hold {rows}x{n} at stride {dst_rs}"
             );
         }
-        if !available() {
-            candle_core::bail!("packed matmul: this CPU lacks AVX2/FMA; use the plain layout");
-        }
+        let Some(isa) = isa.filter(|isa| isa.present()) else {
+            candle_core::bail!(
+                "packed matmul: this CPU lacks the kernel's instructions; use the plain layout"
+            );
+        };
         if rows == 0 || cols.is_empty() {
             return Ok(());
         }
@@ -153,8 +226,13 @@ impl PackedWeight {
         // ⌈n/16⌉ panels of `k·16`); the written elements `r·dst_rs + c`,
         // r < rows, c in `cols` (`cols.end ≤ n`) lie inside `dst`
         // (`(rows−1)·dst_rs + n ≤ len`) and are this piece's alone (the
-        // caller's promise); the CPU has AVX2 and FMA.
-        unsafe { self.run(x.as_ptr(), rows, dst.as_ptr(), dst_rs, panels) };
+        // caller's promise); the CPU has `isa`'s instructions.
+        unsafe {
+            match isa {
+                Isa::Avx2 => self.run(x.as_ptr(), rows, dst.as_ptr(), dst_rs, panels),
+                Isa::Avx512 => self.run_512(x.as_ptr(), rows, dst.as_ptr(), dst_rs, panels),
+            }
+        }
         Ok(())
     }
 
@@ -214,10 +292,80 @@ impl PackedWeight {
         }
     }
 
+    /// [`run`](Self::run) for the AVX-512 kernel: two whole panels at a
+    /// time where it can, one (a lone or partial last panel) otherwise, and
+    /// each block's rows in near-equal tiles of at most 12 (16 rows: two of
+    /// 8, not 12 and 4).
+    ///
+    /// # Safety
+    /// As [`run`](Self::run), with AVX-512F present instead of AVX2/FMA.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn run_512(
+        &self,
+        x: *const f32,
+        rows: usize,
+        dst: *mut f32,
+        dst_rs: usize,
+        panels: Range<usize>,
+    ) {
+        let (k, n) = (self.k, self.n);
+        for r0 in (0..rows).step_by(BLOCK_ROWS) {
+            let r1 = (r0 + BLOCK_ROWS).min(rows);
+            let tiles = (r1 - r0).div_ceil(TILE_ROWS_512);
+            let mut p = panels.start;
+            while p < panels.end {
+                let col = p * PANEL;
+                let width = PANEL.min(n - col);
+                let pair = p + 1 < panels.end && col + 2 * PANEL <= n;
+                // SAFETY: panel `p < ⌈n/16⌉` starts at `p·k·16` in `data`,
+                // which holds `⌈n/16⌉·k·16` values; with `pair`, panel
+                // `p + 1 < panels.end` follows it.
+                let panel = unsafe { self.data.as_ptr().add(p * k * PANEL) };
+                let mut r = r0;
+                for t in 0..tiles {
+                    // Near-equal tiles: the first `(r1−r0) mod tiles` get one
+                    // row more; every tile has 1..=12 rows.
+                    let h = (r1 - r0) / tiles + usize::from(t < (r1 - r0) % tiles);
+                    // SAFETY (every call): rows `r..r+h` of `x` are inside
+                    // its `rows·k` values; each panel read holds `k·16`
+                    // values. Whole panels write `dst + (r+i)·dst_rs + c`,
+                    // i < h, for their columns `c < n`: inside, by the
+                    // contract. A partial one writes a local tile, and only
+                    // its `width` valid columns are copied out.
+                    unsafe {
+                        let a = x.add(r * k);
+                        let out = dst.add(r * dst_rs + col);
+                        if pair {
+                            tile_512::<2>(h, a, k, panel, out, dst_rs);
+                        } else if width == PANEL {
+                            tile_512::<1>(h, a, k, panel, out, dst_rs);
+                        } else {
+                            let mut local = [0f32; TILE_ROWS_512 * PANEL];
+                            tile_512::<1>(h, a, k, panel, local.as_mut_ptr(), PANEL);
+                            for (i, row) in local.chunks_exact(PANEL).take(h).enumerate() {
+                                std::ptr::copy_nonoverlapping(
+                                    row.as_ptr(),
+                                    dst.add((r + i) * dst_rs + col),
+                                    width,
+                                );
+                            }
+                        }
+                    }
+                    r += h;
+                }
+                p += if pair { 2 } else { 1 };
+            }
+        }
+    }
+
     /// Never called: [`available`] is false off x86-64, and
     /// `matmul_columns` checks it first.
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn run(&self, _: *const f32, _: usize, _: *mut f32, _: usize, _: Range<usize>) {}
+
+    /// Never called, as [`run`](Self::run).
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run_512(&self, _: *const f32, _: usize, _: *mut f32, _: usize, _: Range<usize>) {}
 }
 
 /// One tile of `h ≤ 6` rows: the row count becomes a constant, so each
@@ -283,6 +431,86 @@ unsafe fn kernel<const R: usize>(
     }
 }
 
+/// One AVX-512 tile of `h ≤ 12` rows and `P` panels (1 or 2), the row
+/// count made a constant as in [`tile`].
+///
+/// # Safety
+/// As [`kernel_512`]'s, for `R = h`.
+#[cfg(target_arch = "x86_64")]
+unsafe fn tile_512<const P: usize>(
+    h: usize,
+    a: *const f32,
+    k: usize,
+    panel: *const f32,
+    out: *mut f32,
+    ldo: usize,
+) {
+    // SAFETY: the caller's contract, with the row count dispatched.
+    unsafe {
+        match h {
+            12 => kernel_512::<12, P>(a, k, panel, k, out, ldo),
+            11 => kernel_512::<11, P>(a, k, panel, k, out, ldo),
+            10 => kernel_512::<10, P>(a, k, panel, k, out, ldo),
+            9 => kernel_512::<9, P>(a, k, panel, k, out, ldo),
+            8 => kernel_512::<8, P>(a, k, panel, k, out, ldo),
+            7 => kernel_512::<7, P>(a, k, panel, k, out, ldo),
+            6 => kernel_512::<6, P>(a, k, panel, k, out, ldo),
+            5 => kernel_512::<5, P>(a, k, panel, k, out, ldo),
+            4 => kernel_512::<4, P>(a, k, panel, k, out, ldo),
+            3 => kernel_512::<3, P>(a, k, panel, k, out, ldo),
+            2 => kernel_512::<2, P>(a, k, panel, k, out, ldo),
+            1 => kernel_512::<1, P>(a, k, panel, k, out, ldo),
+            _ => {}
+        }
+    }
+}
+
+/// `out[i, 16q .. 16q+16] = Σ_s a[i·lda + s] · panel_q[s·16 .. s·16+16]`,
+/// i < R, q < P, where panel `q` starts `q·k·16` values after `panel`.
+///
+/// # Safety
+/// `a + i·lda + s` readable for i < R, s < k; `panel` readable for
+/// `P·k·16` values; `out + i·ldo + j` writable for i < R, j < 16·P;
+/// AVX-512F present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_512<const R: usize, const P: usize>(
+    a: *const f32,
+    lda: usize,
+    panel: *const f32,
+    k: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    use std::arch::x86_64::{
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    for s in 0..k {
+        // SAFETY: `s < k` and `q < P`, so `panel + q·k·16 + s·16 + 0..16`
+        // and `a + i·lda + s` (i < R) are readable by the contract.
+        unsafe {
+            let mut b = [_mm512_setzero_ps(); P];
+            for (q, b) in b.iter_mut().enumerate() {
+                *b = _mm512_loadu_ps(panel.add(q * k * PANEL + s * PANEL));
+            }
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let v = _mm512_set1_ps(*a.add(i * lda + s));
+                for (acc, b) in acc.iter_mut().zip(&b) {
+                    *acc = _mm512_fmadd_ps(v, *b, *acc);
+                }
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for (q, acc) in acc.iter().enumerate() {
+            // SAFETY: `out + i·ldo + 16q + 0..16` is writable for i < R,
+            // q < P.
+            unsafe { _mm512_storeu_ps(out.add(i * ldo + q * PANEL), *acc) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -297,37 +525,52 @@ mod tests {
         check::naive(Mat::rows(a, m, k), Mat::rows(w, k, n))
     }
 
-    /// The kernel needs AVX2 and FMA; the CI machines have them. Elsewhere
-    /// the encoder never packs, and the test says it did not run.
-    fn kernel_here() -> bool {
-        let here = available();
-        if !here {
-            eprintln!("no AVX2/FMA on this CPU: the packed kernel is not used here");
+    /// The kernels this CPU runs. The CI machines have AVX2 and FMA; some
+    /// have AVX-512 too. Elsewhere the encoder never packs, and the test
+    /// says what did not run.
+    fn kernels_here() -> Vec<Isa> {
+        let here: Vec<Isa> = [Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|isa| isa.present())
+            .collect();
+        for isa in [Isa::Avx2, Isa::Avx512] {
+            if !here.contains(&isa) {
+                eprintln!("this CPU lacks {isa:?}: that packed kernel is not tested here");
+            }
         }
         here
     }
 
+    fn kernel_here() -> bool {
+        !kernels_here().is_empty()
+    }
+
     #[test]
     fn matches_a_naive_product_at_every_edge() {
-        if !kernel_here() {
-            return;
-        }
-        // Rows: a partial tile, a whole block and a partial one; columns:
-        // whole panels and a partial last panel; k of 1 and 0.
-        for &(m, k, n) in &[
-            (1, 1, 1),
-            (5, 7, 3),
-            (16, 384, 96),
-            (6, 33, 40),
-            (150, 64, 33),
-            (3, 0, 17),
-        ] {
-            let a = data(m * k, 1);
-            let w = data(k * n, 2);
-            let packed = PackedWeight::pack(&w, k, n).unwrap();
-            let mut got = padded_output(m, n);
-            packed.matmul(&a, m, &mut got, n + 2).unwrap();
-            assert_product(&got, &naive(&a, &w, m, k, n), m, k, n);
+        // Rows: partial tiles, a whole block and a partial one, AVX-512's
+        // near-equal tiles (16 = 8 + 8, 150 = 72 + 72 + 6); columns: whole
+        // panels, pairs of panels with a lone one after them, a partial last
+        // panel alone or after a pair; k of 1 and 0.
+        for isa in kernels_here() {
+            eprintln!("kernel {isa:?}");
+            for &(m, k, n) in &[
+                (1, 1, 1),
+                (5, 7, 3),
+                (16, 384, 96),
+                (13, 20, 48),
+                (6, 33, 40),
+                (25, 9, 50),
+                (150, 64, 33),
+                (3, 0, 17),
+            ] {
+                let a = data(m * k, 1);
+                let w = data(k * n, 2);
+                let packed = PackedWeight::pack(&w, k, n).unwrap();
+                let mut got = padded_output(m, n);
+                packed.matmul_with(isa, &a, m, &mut got, n + 2).unwrap();
+                let want = naive(&a, &w, m, k, n);
+                assert_product(&got, &want, m, k, n);
+            }
         }
     }
 
