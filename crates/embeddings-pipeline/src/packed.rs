@@ -227,25 +227,25 @@ impl PackedWeight {
         // r < rows, c in `cols` (`cols.end ≤ n`) lie inside `dst`
         // (`(rows−1)·dst_rs + n ≤ len`) and are this piece's alone (the
         // caller's promise); the CPU has `isa`'s instructions.
-        unsafe {
-            match isa {
-                Isa::Avx2 => self.run(x.as_ptr(), rows, dst.as_ptr(), dst_rs, panels),
-                Isa::Avx512 => self.run_512(x.as_ptr(), rows, dst.as_ptr(), dst_rs, panels),
-            }
-        }
+        unsafe { self.run(isa, x.as_ptr(), rows, dst.as_ptr(), dst_rs, panels) };
         Ok(())
     }
 
-    /// The blocked loops over the micro-kernel.
+    /// The blocked loops over the micro-kernels: each block of rows stays
+    /// in L2 while every panel passes over it; its rows are cut into
+    /// near-equal tiles of at most the kernel's height (16 rows on AVX-512:
+    /// 8 + 8, not 12 + 4), and the AVX-512 kernel takes two whole panels at
+    /// a time where it can, one (a lone or partial last panel) otherwise.
     ///
     /// # Safety
     /// `x` readable for `rows·k` values; `panels.end ≤ ⌈n/16⌉`; for every
     /// `r < rows` and column `c < n` of those panels, `dst + r·dst_rs + c`
-    /// valid for writes and not accessed by anyone else meanwhile; AVX2 and
-    /// FMA present.
+    /// valid for writes and not accessed by anyone else meanwhile; the CPU
+    /// has `isa`'s instructions.
     #[cfg(target_arch = "x86_64")]
     unsafe fn run(
         &self,
+        isa: Isa,
         x: *const f32,
         rows: usize,
         dst: *mut f32,
@@ -253,80 +253,32 @@ impl PackedWeight {
         panels: Range<usize>,
     ) {
         let (k, n) = (self.k, self.n);
+        let (tile_rows, pairs) = match isa {
+            Isa::Avx2 => (TILE_ROWS, false),
+            Isa::Avx512 => (TILE_ROWS_512, true),
+        };
         for r0 in (0..rows).step_by(BLOCK_ROWS) {
             let r1 = (r0 + BLOCK_ROWS).min(rows);
-            for p in panels.clone() {
-                let col = p * PANEL;
-                let width = PANEL.min(n - col);
-                // SAFETY: panel `p < ⌈n/16⌉` starts at `p·k·16` in `data`,
-                // which holds `⌈n/16⌉·k·16` values.
-                let panel = unsafe { self.data.as_ptr().add(p * k * PANEL) };
-                let mut r = r0;
-                while r < r1 {
-                    let h = TILE_ROWS.min(r1 - r);
-                    // SAFETY (both calls): rows `r..r+h` of `x` are inside
-                    // its `rows·k` values; the panel holds `k·16` values.
-                    // A whole panel writes `dst + (r+i)·dst_rs + col + j`,
-                    // i < h, j < 16, with `col + 16 ≤ n`: inside, by the
-                    // contract. A partial one writes a local tile, and only
-                    // its `width` valid columns are copied out.
-                    unsafe {
-                        let a = x.add(r * k);
-                        if width == PANEL {
-                            tile(h, a, k, panel, dst.add(r * dst_rs + col), dst_rs);
-                        } else {
-                            let mut local = [0f32; TILE_ROWS * PANEL];
-                            tile(h, a, k, panel, local.as_mut_ptr(), PANEL);
-                            for (i, row) in local.chunks_exact(PANEL).take(h).enumerate() {
-                                std::ptr::copy_nonoverlapping(
-                                    row.as_ptr(),
-                                    dst.add((r + i) * dst_rs + col),
-                                    width,
-                                );
-                            }
-                        }
-                    }
-                    r += h;
-                }
-            }
-        }
-    }
-
-    /// [`run`](Self::run) for the AVX-512 kernel: two whole panels at a
-    /// time where it can, one (a lone or partial last panel) otherwise, and
-    /// each block's rows in near-equal tiles of at most 12 (16 rows: two of
-    /// 8, not 12 and 4).
-    ///
-    /// # Safety
-    /// As [`run`](Self::run), with AVX-512F present instead of AVX2/FMA.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn run_512(
-        &self,
-        x: *const f32,
-        rows: usize,
-        dst: *mut f32,
-        dst_rs: usize,
-        panels: Range<usize>,
-    ) {
-        let (k, n) = (self.k, self.n);
-        for r0 in (0..rows).step_by(BLOCK_ROWS) {
-            let r1 = (r0 + BLOCK_ROWS).min(rows);
-            let tiles = (r1 - r0).div_ceil(TILE_ROWS_512);
+            let tiles = (r1 - r0).div_ceil(tile_rows);
             let mut p = panels.start;
             while p < panels.end {
                 let col = p * PANEL;
                 let width = PANEL.min(n - col);
-                let pair = p + 1 < panels.end && col + 2 * PANEL <= n;
+                let step = if pairs && p + 1 < panels.end && col + 2 * PANEL <= n {
+                    2
+                } else {
+                    1
+                };
                 // SAFETY: panel `p < ⌈n/16⌉` starts at `p·k·16` in `data`,
-                // which holds `⌈n/16⌉·k·16` values; with `pair`, panel
-                // `p + 1 < panels.end` follows it.
+                // which holds `⌈n/16⌉·k·16` values; with `step` 2, panel
+                // `p + 1 < panels.end` follows it, whole.
                 let panel = unsafe { self.data.as_ptr().add(p * k * PANEL) };
                 let mut r = r0;
                 for t in 0..tiles {
-                    // Near-equal tiles: the first `(r1−r0) mod tiles` get one
-                    // row more; every tile has 1..=12 rows.
+                    // The first `(r1−r0) mod tiles` tiles get one row more;
+                    // every tile has 1..=tile_rows rows.
                     let h = (r1 - r0) / tiles + usize::from(t < (r1 - r0) % tiles);
-                    // SAFETY (every call): rows `r..r+h` of `x` are inside
+                    // SAFETY (both calls): rows `r..r+h` of `x` are inside
                     // its `rows·k` values; each panel read holds `k·16`
                     // values. Whole panels write `dst + (r+i)·dst_rs + c`,
                     // i < h, for their columns `c < n`: inside, by the
@@ -334,14 +286,11 @@ impl PackedWeight {
                     // its `width` valid columns are copied out.
                     unsafe {
                         let a = x.add(r * k);
-                        let out = dst.add(r * dst_rs + col);
-                        if pair {
-                            tile_512::<2>(h, a, k, panel, out, dst_rs);
-                        } else if width == PANEL {
-                            tile_512::<1>(h, a, k, panel, out, dst_rs);
+                        if width == PANEL {
+                            tile(isa, step, h, a, k, panel, dst.add(r * dst_rs + col), dst_rs);
                         } else {
                             let mut local = [0f32; TILE_ROWS_512 * PANEL];
-                            tile_512::<1>(h, a, k, panel, local.as_mut_ptr(), PANEL);
+                            tile(isa, 1, h, a, k, panel, local.as_mut_ptr(), PANEL);
                             for (i, row) in local.chunks_exact(PANEL).take(h).enumerate() {
                                 std::ptr::copy_nonoverlapping(
                                     row.as_ptr(),
@@ -353,7 +302,7 @@ impl PackedWeight {
                     }
                     r += h;
                 }
-                p += if pair { 2 } else { 1 };
+                p += step;
             }
         }
     }
@@ -361,20 +310,51 @@ impl PackedWeight {
     /// Never called: [`available`] is false off x86-64, and
     /// `matmul_columns` checks it first.
     #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run(&self, _: *const f32, _: usize, _: *mut f32, _: usize, _: Range<usize>) {}
-
-    /// Never called, as [`run`](Self::run).
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run_512(&self, _: *const f32, _: usize, _: *mut f32, _: usize, _: Range<usize>) {}
+    unsafe fn run(&self, _: Isa, _: *const f32, _: usize, _: *mut f32, _: usize, _: Range<usize>) {}
 }
 
-/// One tile of `h ≤ 6` rows: the row count becomes a constant, so each
-/// version keeps its accumulators in registers.
+/// One tile of `h` rows (at most the kernel's height) and `panels` panels
+/// (2 only on AVX-512), the row count made a constant so that each version
+/// keeps its accumulators in registers.
+///
+/// # Safety
+/// As [`kernel`]'s (AVX2) or [`kernel_512`]'s, for `R = h` and
+/// `P = panels`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    isa: Isa,
+    panels: usize,
+    h: usize,
+    a: *const f32,
+    k: usize,
+    panel: *const f32,
+    out: *mut f32,
+    ldo: usize,
+) {
+    // SAFETY: the caller's contract, with the kernel dispatched.
+    unsafe {
+        match (isa, panels) {
+            (Isa::Avx2, _) => tile_256(h, a, k, panel, out, ldo),
+            (Isa::Avx512, 2) => tile_512::<2>(h, a, k, panel, out, ldo),
+            (Isa::Avx512, _) => tile_512::<1>(h, a, k, panel, out, ldo),
+        }
+    }
+}
+
+/// One AVX2 tile of `h ≤ 6` rows.
 ///
 /// # Safety
 /// As [`kernel`]'s, for `R = h`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn tile(h: usize, a: *const f32, k: usize, panel: *const f32, out: *mut f32, ldo: usize) {
+unsafe fn tile_256(
+    h: usize,
+    a: *const f32,
+    k: usize,
+    panel: *const f32,
+    out: *mut f32,
+    ldo: usize,
+) {
     // SAFETY: the caller's contract, with the row count dispatched.
     unsafe {
         match h {
@@ -431,8 +411,7 @@ unsafe fn kernel<const R: usize>(
     }
 }
 
-/// One AVX-512 tile of `h ≤ 12` rows and `P` panels (1 or 2), the row
-/// count made a constant as in [`tile`].
+/// One AVX-512 tile of `h ≤ 12` rows and `P` panels (1 or 2).
 ///
 /// # Safety
 /// As [`kernel_512`]'s, for `R = h`.
