@@ -313,6 +313,21 @@ impl PackedWeight {
     unsafe fn run(&self, _: Isa, _: *const f32, _: usize, _: *mut f32, _: usize, _: Range<usize>) {}
 }
 
+/// `match h { 1 => call::<1>, 2 => call::<2>, … }` over the listed row
+/// counts (`R` names the constant in `call`), anything else a no-op.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rows {
+    ($h:expr, $R:ident in [$($r:literal),*] => $call:expr) => {
+        match $h {
+            $($r => {
+                const $R: usize = $r;
+                $call
+            })*
+            _ => {}
+        }
+    };
+}
+
 /// One tile of `h` rows (at most the kernel's height) and `panels` panels
 /// (2 only on AVX-512), the row count made a constant so that each version
 /// keeps its accumulators in registers.
@@ -332,39 +347,21 @@ unsafe fn tile(
     out: *mut f32,
     ldo: usize,
 ) {
-    // SAFETY: the caller's contract, with the kernel dispatched.
+    // SAFETY: the caller's contract, with the kernel and row count
+    // dispatched.
     unsafe {
         match (isa, panels) {
-            (Isa::Avx2, _) => tile_256(h, a, k, panel, out, ldo),
-            (Isa::Avx512, 2) => tile_512::<2>(h, a, k, panel, out, ldo),
-            (Isa::Avx512, _) => tile_512::<1>(h, a, k, panel, out, ldo),
-        }
-    }
-}
-
-/// One AVX2 tile of `h ≤ 6` rows.
-///
-/// # Safety
-/// As [`kernel`]'s, for `R = h`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn tile_256(
-    h: usize,
-    a: *const f32,
-    k: usize,
-    panel: *const f32,
-    out: *mut f32,
-    ldo: usize,
-) {
-    // SAFETY: the caller's contract, with the row count dispatched.
-    unsafe {
-        match h {
-            6 => kernel::<6>(a, k, panel, k, out, ldo),
-            5 => kernel::<5>(a, k, panel, k, out, ldo),
-            4 => kernel::<4>(a, k, panel, k, out, ldo),
-            3 => kernel::<3>(a, k, panel, k, out, ldo),
-            2 => kernel::<2>(a, k, panel, k, out, ldo),
-            1 => kernel::<1>(a, k, panel, k, out, ldo),
-            _ => {}
+            (Isa::Avx2, _) => {
+                by_rows!(h, R in [1, 2, 3, 4, 5, 6] => kernel::<R>(a, k, panel, k, out, ldo))
+            }
+            (Isa::Avx512, 2) => by_rows!(
+                h, R in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+                    => kernel_512::<R, 2>(a, k, panel, k, out, ldo)
+            ),
+            (Isa::Avx512, _) => by_rows!(
+                h, R in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+                    => kernel_512::<R, 1>(a, k, panel, k, out, ldo)
+            ),
         }
     }
 }
@@ -407,39 +404,6 @@ unsafe fn kernel<const R: usize>(
         unsafe {
             _mm256_storeu_ps(out.add(i * ldo), acc[0]);
             _mm256_storeu_ps(out.add(i * ldo + 8), acc[1]);
-        }
-    }
-}
-
-/// One AVX-512 tile of `h ≤ 12` rows and `P` panels (1 or 2).
-///
-/// # Safety
-/// As [`kernel_512`]'s, for `R = h`.
-#[cfg(target_arch = "x86_64")]
-unsafe fn tile_512<const P: usize>(
-    h: usize,
-    a: *const f32,
-    k: usize,
-    panel: *const f32,
-    out: *mut f32,
-    ldo: usize,
-) {
-    // SAFETY: the caller's contract, with the row count dispatched.
-    unsafe {
-        match h {
-            12 => kernel_512::<12, P>(a, k, panel, k, out, ldo),
-            11 => kernel_512::<11, P>(a, k, panel, k, out, ldo),
-            10 => kernel_512::<10, P>(a, k, panel, k, out, ldo),
-            9 => kernel_512::<9, P>(a, k, panel, k, out, ldo),
-            8 => kernel_512::<8, P>(a, k, panel, k, out, ldo),
-            7 => kernel_512::<7, P>(a, k, panel, k, out, ldo),
-            6 => kernel_512::<6, P>(a, k, panel, k, out, ldo),
-            5 => kernel_512::<5, P>(a, k, panel, k, out, ldo),
-            4 => kernel_512::<4, P>(a, k, panel, k, out, ldo),
-            3 => kernel_512::<3, P>(a, k, panel, k, out, ldo),
-            2 => kernel_512::<2, P>(a, k, panel, k, out, ldo),
-            1 => kernel_512::<1, P>(a, k, panel, k, out, ldo),
-            _ => {}
         }
     }
 }
