@@ -135,26 +135,23 @@ impl PackedWeight {
         dst: &mut [f32],
         dst_rs: usize,
     ) -> Result<()> {
-        let dst = Shared::new(dst);
-        // SAFETY: `dst` is borrowed mutably for this call alone, so no other
-        // thread touches any of its columns.
-        unsafe { self.matmul_columns(x, rows, &dst, dst_rs, 0..self.n) }
+        self.matmul_with(Isa::best(), x, rows, dst, dst_rs)
     }
 
-    /// [`matmul`](Self::matmul) with a chosen kernel: the tests run every
-    /// kernel the CPU has, not only the widest.
-    #[cfg(test)]
+    /// [`matmul`](Self::matmul) with the kernel `isa` (`None`: this CPU has
+    /// none): the tests run every kernel the CPU has, not only the widest.
     fn matmul_with(
         &self,
-        isa: Isa,
+        isa: Option<Isa>,
         x: &[f32],
         rows: usize,
         dst: &mut [f32],
         dst_rs: usize,
     ) -> Result<()> {
         let dst = Shared::new(dst);
-        // SAFETY: as in `matmul`.
-        unsafe { self.columns_with(Some(isa), x, rows, &dst, dst_rs, 0..self.n) }
+        // SAFETY: `dst` is borrowed mutably for this call alone, so no other
+        // thread touches any of its columns.
+        unsafe { self.columns_with(isa, x, rows, &dst, dst_rs, 0..self.n) }
     }
 
     /// `dst[:, cols] = x · w[:, cols]`: one piece of a product whose other
@@ -510,7 +507,9 @@ mod tests {
                 let w = data(k * n, 2);
                 let packed = PackedWeight::pack(&w, k, n).unwrap();
                 let mut got = padded_output(m, n);
-                packed.matmul_with(isa, &a, m, &mut got, n + 2).unwrap();
+                packed
+                    .matmul_with(Some(isa), &a, m, &mut got, n + 2)
+                    .unwrap();
                 let want = naive(&a, &w, m, k, n);
                 assert_product(&got, &want, m, k, n);
             }
