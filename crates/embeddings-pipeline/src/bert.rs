@@ -7,8 +7,8 @@
 //!   at load time.
 //! * the products against the weights run over the real tokens of every
 //!   input back to back, no padding row among them (`Tokens`);
-//! * those products use the weights packed at load for the AVX2/FMA kernel
-//!   of `packed.rs` where the CPU has it, and otherwise the `gemm` kernel
+//! * those products use the weights packed at load for the AVX-512 or
+//!   AVX2/FMA kernel of `packed.rs` where the CPU has one, and otherwise the `gemm` kernel
 //!   through `matmul.rs`, as do the attention products (not candle's
 //!   `Tensor::matmul`, which re-reads `/proc/cpuinfo` on every call);
 //! * every step of a pass is split across one thread team (`team.rs`):
@@ -97,8 +97,8 @@ struct Buffers {
 
 impl BertEncoder {
     /// Loads the same tensor names as candle's `BertModel` (optionally under
-    /// `bert.` or `<model_type>.`), with the weights packed for the AVX2/FMA
-    /// kernel where this CPU has it.
+    /// `bert.` or `<model_type>.`), with the weights packed for the AVX-512
+    /// or AVX2/FMA kernel where this CPU has one.
     pub(crate) fn load(vb: VarBuilder<'_>, config: &Config) -> Result<Self> {
         Self::load_with(vb, config, crate::packed::available())
     }

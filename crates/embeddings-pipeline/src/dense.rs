@@ -1,7 +1,7 @@
 //! A linear layer of the CPU encoder (`bert.rs`), its product split across
 //! the pass's thread team (`team.rs`), with its weight in the layout this
-//! CPU's kernel reads: packed panels (`packed.rs`) with AVX2/FMA, plain for
-//! `gemm` (`matmul.rs`) without.
+//! CPU's kernel reads: packed panels (`packed.rs`) with AVX-512F or
+//! AVX2/FMA, plain for `gemm` (`matmul.rs`) without.
 
 use candle_core::Result;
 use candle_nn::VarBuilder;
@@ -20,9 +20,10 @@ const COL_ALIGN: usize = PANEL;
 
 /// A weight in the layout this CPU's kernel reads, chosen once at load.
 enum Weight {
-    /// Panels for the AVX2/FMA kernel (`packed.rs`), packed at load.
+    /// Panels for the AVX-512 or AVX2/FMA kernel (`packed.rs`), packed at
+    /// load.
     Packed(PackedWeight),
-    /// Row-major `[in, out]` for `gemm` (CPUs without AVX2/FMA).
+    /// Row-major `[in, out]` for `gemm` (CPUs with neither).
     Plain(Vec<f32>),
 }
 

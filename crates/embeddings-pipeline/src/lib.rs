@@ -218,8 +218,8 @@
 //!   no GPU needed, into a binary that starts without the driver.
 #![deny(missing_docs)]
 // `unsafe` is allowed in five modules only: `matmul.rs` (the checked front
-// of the `gemm` kernel), `packed.rs` (the AVX2/FMA kernel for weights packed
-// at load, behind a checked front), `team.rs` (a buffer the threads of one
+// of the `gemm` kernel), `packed.rs` (the AVX-512 and AVX2/FMA kernels for
+// weights packed at load, behind a checked front), `team.rs` (a buffer the threads of one
 // forward pass write in disjoint blocks), and `bert.rs` and `dense.rs`,
 // which hand those blocks out.
 #![deny(unsafe_code)]

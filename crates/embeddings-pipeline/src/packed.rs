@@ -19,7 +19,7 @@
 //! - AVX-512: up to `12 × 32` (two panels side by side) in 24 `zmm`
 //!   registers; each step reads two panel rows (one register each) and
 //!   broadcasts one value per row: 24 FMAs of 16 lanes per 14 loads. On
-//!   CPUs whose FMA units are 512 bits wide (AMD Zen 5, Intel Xeon) that is
+//!   CPUs with two 512-bit FMA units (AMD Zen 5, many Intel Xeons) that is
 //!   twice the AVX2 kernel's arithmetic per cycle; the encoder takes it
 //!   wherever AVX-512F is present.
 //!
