@@ -8,9 +8,10 @@
 //! * the products against the weights run over the real tokens of every
 //!   input back to back, no padding row among them (`Tokens`);
 //! * those products use the weights packed at load for the AVX-512 or
-//!   AVX2/FMA kernel of `packed.rs` where the CPU has one, and otherwise the `gemm` kernel
-//!   through `matmul.rs`, as do the attention products (not candle's
-//!   `Tensor::matmul`, which re-reads `/proc/cpuinfo` on every call);
+//!   AVX2/FMA kernel of `packed.rs` where the CPU has one, and otherwise
+//!   the `gemm` kernel through `matmul.rs`, as do the attention products
+//!   (not candle's `Tensor::matmul`, which re-reads `/proc/cpuinfo` on
+//!   every call);
 //! * every step of a pass is split across one thread team (`team.rs`):
 //!   products by columns or rows (`dense.rs`), row passes by rows,
 //!   attention by items; the helpers wake once per pass, not once per step;

@@ -6,7 +6,7 @@
 use candle_core::Result;
 use candle_nn::VarBuilder;
 
-use crate::matmul::{Mat, matmul, matmul_columns};
+use crate::matmul::{Mat, matmul_columns};
 use crate::packed::{PANEL, PackedWeight};
 use crate::team::{Shared, Team, split};
 
@@ -67,14 +67,36 @@ impl Dense {
 
     /// `dst[rows, out] = x[rows, inp] · w` (no bias) on one thread.
     fn product(&self, x: &[f32], rows: usize, dst: &mut [f32]) -> Result<()> {
-        match &self.w {
-            Weight::Packed(w) => w.matmul(x, rows, dst, self.out),
-            Weight::Plain(w) => matmul(
-                dst,
-                self.out,
-                Mat::rows(x, rows, self.inp),
-                Mat::rows(w, self.inp, self.out),
-            ),
+        let dst = Shared::new(dst);
+        // SAFETY: `dst` is borrowed mutably for this call alone.
+        unsafe { self.columns(x, rows, &dst, 0..self.out) }
+    }
+
+    /// `dst[:, cols] = x · w[:, cols]` (row stride `out`, no bias), with
+    /// the kernel of this weight's layout.
+    ///
+    /// # Safety
+    /// While this runs, no other thread may read or write columns `cols` of
+    /// `dst`'s first `rows` rows.
+    unsafe fn columns(
+        &self,
+        x: &[f32],
+        rows: usize,
+        dst: &Shared<'_>,
+        cols: std::ops::Range<usize>,
+    ) -> Result<()> {
+        // SAFETY (both): the caller's contract, passed on.
+        unsafe {
+            match &self.w {
+                Weight::Packed(w) => w.matmul_columns(x, rows, dst, self.out, cols),
+                Weight::Plain(w) => matmul_columns(
+                    dst,
+                    self.out,
+                    cols,
+                    Mat::rows(x, rows, self.inp),
+                    Mat::rows(w, self.inp, self.out),
+                ),
+            }
         }
     }
 
@@ -102,18 +124,7 @@ impl Dense {
             team.try_phase(&|piece| {
                 let cols = split(self.out, chunks, piece, COL_ALIGN);
                 // SAFETY: `split` gives each piece its own columns.
-                unsafe {
-                    match &self.w {
-                        Weight::Packed(w) => w.matmul_columns(x, rows, &shared, self.out, cols),
-                        Weight::Plain(w) => matmul_columns(
-                            &shared,
-                            self.out,
-                            cols,
-                            Mat::rows(x, rows, self.inp),
-                            Mat::rows(w, self.inp, self.out),
-                        ),
-                    }
-                }
+                unsafe { self.columns(x, rows, &shared, cols) }
             })
         }
     }

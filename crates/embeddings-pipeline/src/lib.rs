@@ -219,9 +219,9 @@
 #![deny(missing_docs)]
 // `unsafe` is allowed in five modules only: `matmul.rs` (the checked front
 // of the `gemm` kernel), `packed.rs` (the AVX-512 and AVX2/FMA kernels for
-// weights packed at load, behind a checked front), `team.rs` (a buffer the threads of one
-// forward pass write in disjoint blocks), and `bert.rs` and `dense.rs`,
-// which hand those blocks out.
+// weights packed at load, behind a checked front), `team.rs` (a buffer the
+// threads of one forward pass write in disjoint blocks), and `bert.rs` and
+// `dense.rs`, which hand those blocks out.
 #![deny(unsafe_code)]
 
 mod admission;

@@ -92,11 +92,14 @@ pub(crate) fn available() -> bool {
     Isa::best().is_some()
 }
 
-/// A `[k, n]` weight in panels; see the module docs.
+/// A `[k, n]` weight in panels, and the kernel that multiplies by it
+/// (chosen when packed); see the module docs.
 pub(crate) struct PackedWeight {
     data: Vec<f32>,
     k: usize,
     n: usize,
+    /// `None`: this CPU has no packed kernel, and every product errors.
+    isa: Option<Isa>,
 }
 
 impl std::fmt::Debug for PackedWeight {
@@ -104,13 +107,22 @@ impl std::fmt::Debug for PackedWeight {
         f.debug_struct("PackedWeight")
             .field("k", &self.k)
             .field("n", &self.n)
+            .field("isa", &self.isa)
             .finish_non_exhaustive()
     }
 }
 
 impl PackedWeight {
-    /// Packs the row-major `[k, n]` weight `w`.
+    /// Packs the row-major `[k, n]` weight `w` for the widest kernel this
+    /// CPU runs.
     pub(crate) fn pack(w: &[f32], k: usize, n: usize) -> Result<Self> {
+        Self::pack_for(Isa::best(), w, k, n)
+    }
+
+    /// [`pack`](Self::pack) for the kernel `isa` (`None`, or one this CPU
+    /// lacks: none, and products error): the tests run every kernel the
+    /// CPU has, not only the widest.
+    fn pack_for(isa: Option<Isa>, w: &[f32], k: usize, n: usize) -> Result<Self> {
         if k.checked_mul(n) != Some(w.len()) {
             candle_core::bail!("pack: {} values for a {k}x{n} weight", w.len());
         }
@@ -122,27 +134,21 @@ impl PackedWeight {
                 dst[..cols.len()].copy_from_slice(&w[i * n + cols.start..i * n + cols.end]);
             }
         }
-        Ok(Self { data, k, n })
+        Ok(Self {
+            data,
+            k,
+            n,
+            isa: isa.filter(|isa| isa.present()),
+        })
     }
 
     /// `dst = x · w`: `x` row-major `[rows, k]`, `dst` row-major with row
     /// stride `dst_rs ≥ n`. Errors, instead of touching memory, when a
-    /// buffer is too small or the CPU lacks the kernel.
-    pub(crate) fn matmul(
+    /// buffer is too small or the CPU lacks the kernel. (The encoder calls
+    /// [`matmul_columns`](Self::matmul_columns) through `dense.rs`.)
+    #[cfg(test)]
+    fn matmul(
         &self,
-        x: &[f32],
-        rows: usize,
-        dst: &mut [f32],
-        dst_rs: usize,
-    ) -> Result<()> {
-        self.matmul_with(Isa::best(), x, rows, dst, dst_rs)
-    }
-
-    /// [`matmul`](Self::matmul) with the kernel `isa` (`None`: this CPU has
-    /// none): the tests run every kernel the CPU has, not only the widest.
-    fn matmul_with(
-        &self,
-        isa: Option<Isa>,
         x: &[f32],
         rows: usize,
         dst: &mut [f32],
@@ -151,7 +157,7 @@ impl PackedWeight {
         let dst = Shared::new(dst);
         // SAFETY: `dst` is borrowed mutably for this call alone, so no other
         // thread touches any of its columns.
-        unsafe { self.columns_with(isa, x, rows, &dst, dst_rs, 0..self.n) }
+        unsafe { self.matmul_columns(x, rows, &dst, dst_rs, 0..self.n) }
     }
 
     /// `dst[:, cols] = x · w[:, cols]`: one piece of a product whose other
@@ -163,24 +169,6 @@ impl PackedWeight {
     /// `dst`'s first `rows` rows.
     pub(crate) unsafe fn matmul_columns(
         &self,
-        x: &[f32],
-        rows: usize,
-        dst: &Shared<'_>,
-        dst_rs: usize,
-        cols: Range<usize>,
-    ) -> Result<()> {
-        // SAFETY: the caller's contract, passed on.
-        unsafe { self.columns_with(Isa::best(), x, rows, dst, dst_rs, cols) }
-    }
-
-    /// [`matmul_columns`](Self::matmul_columns) with the kernel `isa`
-    /// (`None`: this CPU has none).
-    ///
-    /// # Safety
-    /// As [`matmul_columns`](Self::matmul_columns).
-    unsafe fn columns_with(
-        &self,
-        isa: Option<Isa>,
         x: &[f32],
         rows: usize,
         dst: &Shared<'_>,
@@ -209,7 +197,7 @@ impl PackedWeight {
                 "packed matmul: the output cannot hold {rows}x{n} at stride {dst_rs}"
             );
         }
-        let Some(isa) = isa.filter(|isa| isa.present()) else {
+        let Some(isa) = self.isa else {
             candle_core::bail!(
                 "packed matmul: this CPU lacks the kernel's instructions; use the plain layout"
             );
@@ -223,7 +211,8 @@ impl PackedWeight {
         // ⌈n/16⌉ panels of `k·16`); the written elements `r·dst_rs + c`,
         // r < rows, c in `cols` (`cols.end ≤ n`) lie inside `dst`
         // (`(rows−1)·dst_rs + n ≤ len`) and are this piece's alone (the
-        // caller's promise); the CPU has `isa`'s instructions.
+        // caller's promise); the CPU has `isa`'s instructions (`pack_for`
+        // keeps only a kernel it found present).
         unsafe { self.run(isa, x.as_ptr(), rows, dst.as_ptr(), dst_rs, panels) };
         Ok(())
     }
@@ -505,11 +494,9 @@ mod tests {
             ] {
                 let a = data(m * k, 1);
                 let w = data(k * n, 2);
-                let packed = PackedWeight::pack(&w, k, n).unwrap();
+                let packed = PackedWeight::pack_for(Some(isa), &w, k, n).unwrap();
                 let mut got = padded_output(m, n);
-                packed
-                    .matmul_with(Some(isa), &a, m, &mut got, n + 2)
-                    .unwrap();
+                packed.matmul(&a, m, &mut got, n + 2).unwrap();
                 let want = naive(&a, &w, m, k, n);
                 assert_product(&got, &want, m, k, n);
             }
