@@ -147,13 +147,7 @@ impl PackedWeight {
     /// buffer is too small or the CPU lacks the kernel. (The encoder calls
     /// [`matmul_columns`](Self::matmul_columns) through `dense.rs`.)
     #[cfg(test)]
-    fn matmul(
-        &self,
-        x: &[f32],
-        rows: usize,
-        dst: &mut [f32],
-        dst_rs: usize,
-    ) -> Result<()> {
+    fn matmul(&self, x: &[f32], rows: usize, dst: &mut [f32], dst_rs: usize) -> Result<()> {
         let dst = Shared::new(dst);
         // SAFETY: `dst` is borrowed mutably for this call alone, so no other
         // thread touches any of its columns.
@@ -338,31 +332,30 @@ unsafe fn tile(
     unsafe {
         match (isa, panels) {
             (Isa::Avx2, _) => {
-                by_rows!(h, R in [1, 2, 3, 4, 5, 6] => kernel::<R>(a, k, panel, k, out, ldo))
+                by_rows!(h, R in [1, 2, 3, 4, 5, 6] => kernel::<R>(a, panel, k, out, ldo))
             }
             (Isa::Avx512, 2) => by_rows!(
                 h, R in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
-                    => kernel_512::<R, 2>(a, k, panel, k, out, ldo)
+                    => kernel_512::<R, 2>(a, panel, k, out, ldo)
             ),
             (Isa::Avx512, _) => by_rows!(
                 h, R in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
-                    => kernel_512::<R, 1>(a, k, panel, k, out, ldo)
+                    => kernel_512::<R, 1>(a, panel, k, out, ldo)
             ),
         }
     }
 }
 
-/// `out[i, 0..16] = Σ_s a[i·lda + s] · panel[s·16 .. s·16+16]`, i < R.
+/// `out[i, 0..16] = Σ_s a[i·k + s] · panel[s·16 .. s·16+16]`, i < R.
 ///
 /// # Safety
-/// `a + i·lda + s` readable for i < R, s < k; `panel` readable for `k·16`
+/// `a + i·k + s` readable for i < R, s < k; `panel` readable for `k·16`
 /// values; `out + i·ldo + j` writable for i < R, j < 16; AVX2 and FMA
 /// present.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel<const R: usize>(
     a: *const f32,
-    lda: usize,
     panel: *const f32,
     k: usize,
     out: *mut f32,
@@ -373,13 +366,13 @@ unsafe fn kernel<const R: usize>(
     };
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for s in 0..k {
-        // SAFETY: `s < k`, so `panel + s·16 + 0..16` and `a + i·lda + s`
+        // SAFETY: `s < k`, so `panel + s·16 + 0..16` and `a + i·k + s`
         // (i < R) are readable by the contract.
         unsafe {
             let b0 = _mm256_loadu_ps(panel.add(s * PANEL));
             let b1 = _mm256_loadu_ps(panel.add(s * PANEL + 8));
             for (i, acc) in acc.iter_mut().enumerate() {
-                let v = _mm256_broadcast_ss(&*a.add(i * lda + s));
+                let v = _mm256_broadcast_ss(&*a.add(i * k + s));
                 acc[0] = _mm256_fmadd_ps(v, b0, acc[0]);
                 acc[1] = _mm256_fmadd_ps(v, b1, acc[1]);
             }
@@ -394,18 +387,17 @@ unsafe fn kernel<const R: usize>(
     }
 }
 
-/// `out[i, 16q .. 16q+16] = Σ_s a[i·lda + s] · panel_q[s·16 .. s·16+16]`,
+/// `out[i, 16q .. 16q+16] = Σ_s a[i·k + s] · panel_q[s·16 .. s·16+16]`,
 /// i < R, q < P, where panel `q` starts `q·k·16` values after `panel`.
 ///
 /// # Safety
-/// `a + i·lda + s` readable for i < R, s < k; `panel` readable for
+/// `a + i·k + s` readable for i < R, s < k; `panel` readable for
 /// `P·k·16` values; `out + i·ldo + j` writable for i < R, j < 16·P;
 /// AVX-512F present.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel_512<const R: usize, const P: usize>(
     a: *const f32,
-    lda: usize,
     panel: *const f32,
     k: usize,
     out: *mut f32,
@@ -417,14 +409,14 @@ unsafe fn kernel_512<const R: usize, const P: usize>(
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     for s in 0..k {
         // SAFETY: `s < k` and `q < P`, so `panel + q·k·16 + s·16 + 0..16`
-        // and `a + i·lda + s` (i < R) are readable by the contract.
+        // and `a + i·k + s` (i < R) are readable by the contract.
         unsafe {
             let mut b = [_mm512_setzero_ps(); P];
             for (q, b) in b.iter_mut().enumerate() {
                 *b = _mm512_loadu_ps(panel.add(q * k * PANEL + s * PANEL));
             }
             for (i, acc) in acc.iter_mut().enumerate() {
-                let v = _mm512_set1_ps(*a.add(i * lda + s));
+                let v = _mm512_set1_ps(*a.add(i * k + s));
                 for (acc, b) in acc.iter_mut().zip(&b) {
                     *acc = _mm512_fmadd_ps(v, *b, *acc);
                 }
